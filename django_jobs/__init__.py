@@ -1,0 +1,44 @@
+"""django-jobs: durable background jobs for Django, run from the project's own database."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .context import JobContext
+from .exceptions import (
+    JobAlreadyRunning,
+    JobCancelled,
+    JobDisabled,
+    JobError,
+    JobNotFound,
+    JobTimeout,
+    UnknownJob,
+)
+from .jobtypes import JobType, job, registry
+
+if TYPE_CHECKING:
+    from .models import Job
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "JobAlreadyRunning",
+    "JobCancelled",
+    "JobContext",
+    "JobDisabled",
+    "JobError",
+    "JobNotFound",
+    "JobTimeout",
+    "JobType",
+    "UnknownJob",
+    "enqueue",
+    "job",
+    "registry",
+]
+
+
+def enqueue(name: str, **data: Any) -> Job:
+    """Enqueue the registered job ``name`` with ``data``; options as for ``fn.enqueue()``."""
+    from .enqueuing import enqueue as _enqueue
+
+    return _enqueue(name, **data)

@@ -1,0 +1,20 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class JobsConfig(AppConfig):
+    name = "django_jobs"
+    label = "django_jobs"
+    verbose_name = _("Jobs")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+        from django.utils.module_loading import autodiscover_modules
+
+        from . import checks as jobs_checks
+        from .jobtypes import registry
+
+        checks.register(jobs_checks.check_settings, "django_jobs")
+        checks.register(jobs_checks.check_job_types, "django_jobs")
+        autodiscover_modules("jobs", register_to=registry)

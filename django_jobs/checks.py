@@ -1,0 +1,107 @@
+"""System checks (``manage.py check``). Ids are documented in docs/settings.md.
+
+django_jobs.E001  DJANGO_JOBS is not a dict
+django_jobs.E002  unknown key in DJANGO_JOBS
+django_jobs.E003  a setting has the wrong type or an out-of-range value
+django_jobs.E004  DJANGO_JOBS['DATABASE'] names no configured database
+django_jobs.E005  JOBS_<NAME>_ENABLED holds something that is neither true nor false
+django_jobs.E006  a job's schedule cannot compute its next run
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error
+
+from .conf import DEFAULTS, TYPES
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    user = getattr(settings, "DJANGO_JOBS", {})
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"DJANGO_JOBS should be a dict, not {type(user).__name__}.",
+                id="django_jobs.E001",
+            )
+        ]
+    errors = []
+    for key, value in user.items():
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), list(DEFAULTS), n=1)
+            errors.append(
+                Error(
+                    f"DJANGO_JOBS has an unknown key {key!r}.",
+                    hint=f"Did you mean {close[0]!r}?" if close else
+                    f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                    id="django_jobs.E002",
+                )
+            )
+            continue
+        expected = TYPES[key]
+        wrong_type = not isinstance(value, expected) or (
+            isinstance(value, bool) and bool not in expected
+        )
+        if wrong_type:
+            names = " or ".join(t.__name__ for t in expected)
+            errors.append(
+                Error(
+                    f"DJANGO_JOBS[{key!r}] should be {names}, not {type(value).__name__}.",
+                    id="django_jobs.E003",
+                )
+            )
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and value <= 0 and (
+            key != "GRACE" or value < 0
+        ):
+            errors.append(
+                Error(f"DJANGO_JOBS[{key!r}] should be positive, not {value!r}.",
+                      id="django_jobs.E003")
+            )
+    database = user.get("DATABASE", DEFAULTS["DATABASE"])
+    if isinstance(database, str) and database not in settings.DATABASES:
+        errors.append(
+            Error(
+                f"DJANGO_JOBS['DATABASE'] is {database!r}, which is not in DATABASES.",
+                hint=f"Configured aliases: {', '.join(settings.DATABASES)}.",
+                id="django_jobs.E004",
+            )
+        )
+    return errors
+
+
+def check_job_types(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    import os
+    from datetime import UTC, datetime
+
+    from .jobtypes import registry
+
+    errors = []
+    for job_type in registry:
+        raw = os.environ.get(job_type.env_flag)
+        if raw is not None and job_type.env_enabled() is None:
+            errors.append(
+                Error(
+                    f"{job_type.env_flag}={raw!r} (job {job_type.name!r}) is neither true nor "
+                    "false.",
+                    hint="Use true/false, 1/0, yes/no or on/off.",
+                    obj=job_type.module,
+                    id="django_jobs.E005",
+                )
+            )
+        schedule = job_type.schedule
+        if schedule is not None:
+            try:
+                schedule.next_after(datetime.now(UTC), default_zone=settings.TIME_ZONE or "UTC")
+            except Exception as exc:
+                errors.append(
+                    Error(
+                        f"job {job_type.name!r} (in {job_type.module}) has a schedule that "
+                        f"cannot compute its next run: {exc}",
+                        obj=job_type.module,
+                        id="django_jobs.E006",
+                    )
+                )
+    return errors

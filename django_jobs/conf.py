@@ -1,0 +1,106 @@
+"""Settings of django-jobs, read lazily from ``settings.DJANGO_JOBS``.
+
+Every value is looked up when it is used, never at import time, so
+``override_settings(DJANGO_JOBS=...)`` in tests takes effect at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+#: Every setting with its default. ``checks.py`` validates user values against the types here.
+DEFAULTS: dict[str, Any] = {
+    # Database alias holding the job tables.
+    "DATABASE": "default",
+    # Seconds between heartbeats of a running job.
+    "HEARTBEAT_INTERVAL": 5.0,
+    # Seconds a running job waits between two looks at its cancellation flag.
+    "CANCEL_CHECK_INTERVAL": 1.0,
+    # Minimum seconds between two progress writes of one job.
+    "PROGRESS_THROTTLE": 0.5,
+    # Seconds between two idle polls of the worker (``runjobs --poll-interval`` overrides it).
+    "POLL_INTERVAL": 1.0,
+    # Seconds between two sweeps for stale jobs of dead workers.
+    "RESCUE_INTERVAL": 5.0,
+    # Seconds a stopping worker gives running jobs (``runjobs --grace`` overrides it).
+    "GRACE": 30.0,
+    # Use PostgreSQL LISTEN/NOTIFY to wake idle workers.
+    "NOTIFY": True,
+    # Largest accepted payload, in bytes of JSON.
+    "MAX_PAYLOAD_BYTES": 1_000_000,
+    # Longest stored error text (message and traceback) or progress message, in characters.
+    "MAX_TEXT_LENGTH": 20_000,
+}
+
+#: Expected type(s) per setting, for the system checks.
+TYPES: dict[str, tuple[type, ...]] = {
+    "DATABASE": (str,),
+    "HEARTBEAT_INTERVAL": (int, float),
+    "CANCEL_CHECK_INTERVAL": (int, float),
+    "PROGRESS_THROTTLE": (int, float),
+    "POLL_INTERVAL": (int, float),
+    "RESCUE_INTERVAL": (int, float),
+    "GRACE": (int, float),
+    "NOTIFY": (bool,),
+    "MAX_PAYLOAD_BYTES": (int,),
+    "MAX_TEXT_LENGTH": (int,),
+}
+
+
+class Settings:
+    """Typed, lazy access to ``settings.DJANGO_JOBS`` merged over ``DEFAULTS``."""
+
+    def _get(self, key: str) -> Any:
+        user = getattr(django_settings, "DJANGO_JOBS", None) or {}
+        if isinstance(user, dict) and key in user:
+            return user[key]
+        return DEFAULTS[key]
+
+    @property
+    def user_settings(self) -> Any:
+        return getattr(django_settings, "DJANGO_JOBS", {})
+
+    @property
+    def DATABASE(self) -> str:
+        return self._get("DATABASE")
+
+    @property
+    def HEARTBEAT_INTERVAL(self) -> float:
+        return float(self._get("HEARTBEAT_INTERVAL"))
+
+    @property
+    def CANCEL_CHECK_INTERVAL(self) -> float:
+        return float(self._get("CANCEL_CHECK_INTERVAL"))
+
+    @property
+    def PROGRESS_THROTTLE(self) -> float:
+        return float(self._get("PROGRESS_THROTTLE"))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        return float(self._get("POLL_INTERVAL"))
+
+    @property
+    def RESCUE_INTERVAL(self) -> float:
+        return float(self._get("RESCUE_INTERVAL"))
+
+    @property
+    def GRACE(self) -> float:
+        return float(self._get("GRACE"))
+
+    @property
+    def NOTIFY(self) -> bool:
+        return bool(self._get("NOTIFY"))
+
+    @property
+    def MAX_PAYLOAD_BYTES(self) -> int:
+        return int(self._get("MAX_PAYLOAD_BYTES"))
+
+    @property
+    def MAX_TEXT_LENGTH(self) -> int:
+        return int(self._get("MAX_TEXT_LENGTH"))
+
+
+jobs_settings = Settings()

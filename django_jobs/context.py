@@ -1,0 +1,193 @@
+"""``JobContext``: what a running job sees of itself: payload, progress, cancellation, lease."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
+
+from .conf import jobs_settings
+from .exceptions import JobCancelled, JobTimeout
+from .payload import truncate
+
+if TYPE_CHECKING:
+    from .execution import Execution
+    from .models import Job
+
+_logger = logging.getLogger("django_jobs.job")
+
+
+class _PrefixAdapter(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['job_name']}] {msg}", kwargs
+
+
+class JobContext:
+    """First argument of every job function."""
+
+    def __init__(self, execution: Execution) -> None:
+        self._execution = execution
+        self.job: Job = execution.job
+        self.data: dict[str, Any] = execution.job.data
+        self.attempt: int = execution.job.attempt
+        self.log = _PrefixAdapter(_logger, {"job_name": execution.job.name})
+        self._lock = threading.Lock()
+        self._cancel_requested = False
+        self._last_cancel_check = 0.0
+        self._last_write = 0.0
+        self._pending: dict[str, Any] | None = None
+        self._started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<JobContext {self.job.name} {self.job.pk}>"
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancellation was requested, the timeout passed or the claim was lost.
+
+        The database is asked at most once per ``CANCEL_CHECK_INTERVAL`` seconds.
+        """
+        execution = self._execution
+        if execution.timed_out or execution.lost or execution.past_deadline:
+            return True
+        if self._cancel_requested:
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_check >= jobs_settings.CANCEL_CHECK_INTERVAL:
+            self._last_cancel_check = now
+            row = (
+                execution.fenced()
+                .values_list("cancel_requested_at", flat=True)
+                .first()
+            )
+            # No row under our claim: somebody took the run away from us.
+            if row is None and not execution.finished.is_set():
+                execution.lost = True
+                return True
+            self._cancel_requested = row is not None
+        return self._cancel_requested
+
+    def check_cancelled(self) -> None:
+        """Raise ``JobTimeout`` past the timeout, ``JobCancelled`` when cancelled."""
+        if not self.cancelled:
+            return
+        execution = self._execution
+        if execution.timed_out or execution.past_deadline:
+            raise JobTimeout(f"job {self.job.name!r} ran past its timeout")
+        raise JobCancelled(f"job {self.job.name!r} was cancelled")
+
+    def extend_lock(self, seconds: float | timedelta) -> datetime:
+        """Make sure at least ``seconds`` remain before this run times out or goes stale."""
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        if seconds <= 0:
+            raise ValueError("extend_lock() takes a positive number of seconds")
+        return self._execution.extend(float(seconds))
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def progress(
+        self,
+        fraction: float,
+        message: str | None = None,
+        eta: timedelta | float | None = None,
+    ) -> None:
+        """Report how far the run is, from 0 to 1 (clamped); writes are throttled.
+
+        Without ``eta``, one is estimated from the pace so far once 5% is done.
+        """
+        try:
+            fraction = min(max(float(fraction), 0.0), 1.0)
+        except (TypeError, ValueError):
+            raise TypeError(f"progress() takes a number from 0 to 1, not {fraction!r}") from None
+        if fraction != fraction:  # NaN
+            raise ValueError("progress() got NaN")
+        now = timezone.now()
+        if eta is None and fraction >= 0.05:
+            elapsed = time.monotonic() - self._started
+            eta_at = now + timedelta(seconds=elapsed / fraction * (1 - fraction))
+        elif eta is None:
+            eta_at = None
+        else:
+            eta_at = now + (eta if isinstance(eta, timedelta) else timedelta(seconds=float(eta)))
+        fields: dict[str, Any] = {"progress": fraction, "eta": eta_at}
+        if message is not None:
+            fields["progress_message"] = truncate(str(message), jobs_settings.MAX_TEXT_LENGTH)
+        with self._lock:
+            if self._pending:
+                fields = {**self._pending, **fields}
+            self._pending = fields
+            due = time.monotonic() - self._last_write >= jobs_settings.PROGRESS_THROTTLE
+        if due or fraction >= 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write pending progress now (done for you at the end of the run)."""
+        with self._lock:
+            fields, self._pending = self._pending, None
+            self._last_write = time.monotonic()
+        if fields:
+            self._execution.update(**fields)
+            for key, value in fields.items():
+                setattr(self.job, key, value)
+
+    def phases(self, weights: Mapping[str, float]) -> Phases:
+        """Weighted phases: ``with ctx.phases({...})("name") as p: p.progress(0.5)``."""
+        return Phases(self, weights)
+
+
+class Phases:
+    """Maps the progress of each named phase onto the overall 0..1 by weight."""
+
+    def __init__(self, ctx: JobContext, weights: Mapping[str, float]) -> None:
+        if not weights:
+            raise ValueError("phases() needs at least one phase")
+        for name, weight in weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+                raise ValueError(f"phase {name!r} has weight {weight!r}; weights are positive")
+        self._ctx = ctx
+        self._weights = dict(weights)
+        self._total = float(sum(weights.values()))
+        self._done: set[str] = set()
+
+    def _offset(self, name: str) -> float:
+        """Weight of the phases declared before ``name``: phases run in declaration order."""
+        offset = 0.0
+        for other, weight in self._weights.items():
+            if other == name:
+                break
+            offset += weight
+        return offset
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[Phase]:
+        if name not in self._weights:
+            raise KeyError(f"unknown phase {name!r}; declared: {', '.join(self._weights)}")
+        phase = Phase(self, name)
+        phase.progress(0.0)
+        yield phase
+        phase.progress(1.0)
+        self._done.add(name)
+
+    def report(self, name: str, fraction: float, message: str | None, eta: Any) -> None:
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        overall = (self._offset(name) + self._weights[name] * fraction) / self._total
+        label = f"{name}: {message}" if message else name
+        self._ctx.progress(overall, message=label, eta=eta)
+
+
+class Phase:
+    def __init__(self, phases: Phases, name: str) -> None:
+        self._phases = phases
+        self.name = name
+
+    def progress(self, fraction: float, message: str | None = None, eta: Any = None) -> None:
+        self._phases.report(self.name, fraction, message, eta)

@@ -1,0 +1,35 @@
+"""Exceptions raised by django-jobs."""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Base class of the errors django-jobs raises on purpose."""
+
+
+class JobInterrupted(JobError):
+    """A running job was asked to stop; raised by ``ctx.check_cancelled()``."""
+
+
+class JobCancelled(JobInterrupted):
+    """Somebody requested cancellation; the run ends with status ``cancelled``."""
+
+
+class JobTimeout(JobInterrupted):
+    """The run went past its ``timeout``; it ends ``failed`` ("timed out")."""
+
+
+class JobAlreadyRunning(JobError):
+    """A job of this type (or lock key) is already running somewhere."""
+
+
+class JobDisabled(JobError):
+    """The job type is disabled by ``enabled=False`` or ``JOBS_<NAME>_ENABLED``."""
+
+
+class UnknownJob(JobError, LookupError):
+    """No job of that name is registered."""
+
+
+class JobNotFound(JobError, LookupError):
+    """No job row has that id."""

@@ -1,0 +1,355 @@
+"""Job types: what ``@job`` declares, validated once at start-up, and the registry holding them.
+
+The public object is ``django_jobs.registry``; this module is not called ``registry.py`` so the
+module and the object of that name never shadow one another.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .control import ControlAPI
+from .exceptions import UnknownJob
+from .schedule import Schedule, ScheduleError, get_zone, validate_cron
+
+if TYPE_CHECKING:
+    from .models import Job
+
+NAME_MAX_LENGTH = 200
+QUEUE_MAX_LENGTH = 100
+PRIORITY_RANGE = (-32768, 32767)
+CATCH_UP_POLICIES = ("latest", "skip", "all")
+UNIQUE_POLICIES = ("skip", "replace")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_flag_name(name: str) -> str:
+    """``billing:invoice-sync`` -> ``JOBS_BILLING_INVOICE_SYNC_ENABLED``."""
+    return "JOBS_" + re.sub(r"[^A-Z0-9]", "_", name.upper()) + "_ENABLED"
+
+
+def _seconds(value: Any, what: str, *, allow_zero: bool) -> timedelta:
+    if isinstance(value, bool) or not isinstance(value, (timedelta, int, float)):
+        raise ValueError(f"{what} must be a timedelta or a number of seconds, not {value!r}")
+    delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if delta < timedelta(0) or (delta == timedelta(0) and not allow_zero):
+        raise ValueError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {value!r}")
+    return delta
+
+
+@dataclass(frozen=True, eq=False)
+class JobType:
+    """One registered job: its function and its options, validated."""
+
+    func: Callable[..., Any]
+    name: str
+    cron: str | None = None
+    every: timedelta | None = None
+    next_run: Callable[[datetime | None], datetime] | None = None
+    timezone: str | tzinfo | None = None
+    catch_up: Literal["latest", "skip", "all"] = "latest"
+    queue: str = "default"
+    priority: int = 0
+    lock: bool | Callable[[dict[str, Any]], str] | None = None
+    max_attempts: int = 1
+    retry_delay: timedelta = timedelta(seconds=30)
+    retry_backoff: float = 2.0
+    timeout: timedelta = timedelta(minutes=5)
+    keep: timedelta | None = timedelta(days=7)
+    unique: Literal["skip", "replace"] | None = None
+    precheck: Callable[..., str | None] | None = None
+    on_error: Callable[..., Any] | None = None
+    on_stale: Callable[..., Any] | None = None
+    enabled: bool = True
+    module: str = field(default="", compare=False)
+
+    # -- derived -----------------------------------------------------------------------------
+
+    @property
+    def is_recurring(self) -> bool:
+        return bool(self.cron or self.every or self.next_run)
+
+    @property
+    def schedule(self) -> Schedule | None:
+        if not self.is_recurring:
+            return None
+        return Schedule(cron=self.cron, every=self.every, next_run=self.next_run,
+                        timezone=self.timezone)
+
+    @property
+    def uses_lock(self) -> bool:
+        """Recurring jobs are locked unless told otherwise; others are not."""
+        if self.lock is None:
+            return self.is_recurring
+        return bool(self.lock)
+
+    def lock_key_for(self, data: Mapping[str, Any]) -> str | None:
+        """The ``JobTypeLock`` key a run with ``data`` must hold, or ``None``."""
+        if not self.uses_lock:
+            return None
+        if callable(self.lock) and self.lock is not True:
+            key = self.lock(dict(data))
+            if not isinstance(key, str) or not key:
+                raise TypeError(
+                    f"the lock function of job {self.name!r} returned {key!r}; it must return a "
+                    "non-empty string"
+                )
+            return f"{self.name}:{key}"
+        return self.name
+
+    @property
+    def env_flag(self) -> str:
+        return env_flag_name(self.name)
+
+    def env_enabled(self) -> bool | None:
+        """What ``JOBS_<NAME>_ENABLED`` says, or ``None`` when it is unset or unreadable."""
+        raw = os.environ.get(self.env_flag)
+        if raw is None:
+            return None
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        return None
+
+    @property
+    def is_enabled(self) -> bool:
+        """The environment wins over ``enabled=`` so an operator can switch a job off."""
+        from_env = self.env_enabled()
+        return self.enabled if from_env is None else from_env
+
+    # -- calling -----------------------------------------------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function directly, bypassing rows and locks (handy in unit tests)."""
+        return self.func(*args, **kwargs)
+
+    def enqueue(self, **data: Any) -> Job:
+        """Schedule one run; see ``django_jobs.enqueuing.enqueue`` for the options."""
+        from .enqueuing import enqueue_job
+
+        return enqueue_job(self, data)
+
+    def enqueue_many(self, payloads: Iterable[Mapping[str, Any]], **options: Any) -> list[Job]:
+        """Schedule many runs with one bulk ``INSERT``."""
+        from .enqueuing import enqueue_many
+
+        return enqueue_many(self, payloads, **options)
+
+    def run(self, **data: Any) -> Any:
+        """Run now in this process, with a row, the lock and the bookkeeping; return the result."""
+        from .runner import run_now
+
+        return run_now(self, data)
+
+    def __repr__(self) -> str:
+        return f"<JobType {self.name}>"
+
+
+_OPTION_NAMES = tuple(f.name for f in fields(JobType) if f.name not in ("func", "module"))
+
+
+def build_job_type(func: Callable[..., Any], options: dict[str, Any]) -> JobType:
+    """Validate ``@job`` options; raise ``ImproperlyConfigured`` naming the job and its module."""
+    module = getattr(func, "__module__", "?")
+    name = options.get("name") or default_name(func)
+    where = f"@job {name!r} in {module}"
+    unknown = sorted(set(options) - set(_OPTION_NAMES))
+    if unknown:
+        hint = ""
+        close = difflib.get_close_matches(unknown[0], _OPTION_NAMES, n=1)
+        if close:
+            hint = f" (did you mean {close[0]!r}?)"
+        raise ImproperlyConfigured(
+            f"{where}: unknown option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))}{hint}"
+        )
+    try:
+        values = _validate_options(func, name, options)
+    except (ValueError, TypeError, ScheduleError) as exc:
+        raise ImproperlyConfigured(f"{where}: {exc}") from None
+    return JobType(func=func, module=module, **values)
+
+
+def _validate_options(func: Callable[..., Any], name: Any, options: dict[str, Any]) -> dict:
+    if not callable(func):
+        raise TypeError(f"@job decorates a function, not {func!r}")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name must be a non-empty string")
+    if len(name) > NAME_MAX_LENGTH:
+        raise ValueError(f"name is longer than {NAME_MAX_LENGTH} characters")
+    _check_signature(func)
+    values: dict[str, Any] = dict(options, name=name)
+
+    schedules = [key for key in ("cron", "every", "next_run") if options.get(key) is not None]
+    if len(schedules) > 1:
+        raise ValueError(f"give only one of cron, every and next_run (got {', '.join(schedules)})")
+    if options.get("cron") is not None:
+        validate_cron(options["cron"])
+    if options.get("every") is not None:
+        values["every"] = _seconds(options["every"], "every", allow_zero=False)
+    if options.get("next_run") is not None and not callable(options["next_run"]):
+        raise TypeError("next_run must be a callable (last_run_at) -> datetime")
+    if options.get("timezone") is not None:
+        if not isinstance(options["timezone"], (str, tzinfo)):
+            raise TypeError("timezone must be a zone name such as 'Europe/Paris'")
+        get_zone(options["timezone"], "UTC")
+    if "catch_up" in options and options["catch_up"] not in CATCH_UP_POLICIES:
+        raise ValueError(
+            f"catch_up must be one of {', '.join(map(repr, CATCH_UP_POLICIES))}, "
+            f"not {options['catch_up']!r}"
+        )
+    if "queue" in options:
+        queue = options["queue"]
+        if not isinstance(queue, str) or not queue or len(queue) > QUEUE_MAX_LENGTH:
+            raise ValueError(
+                f"queue must be a non-empty string of at most {QUEUE_MAX_LENGTH} characters"
+            )
+    if "priority" in options:
+        check_priority(options["priority"])
+    if "lock" in options:
+        lock = options["lock"]
+        if lock is not None and not isinstance(lock, bool) and not callable(lock):
+            raise TypeError("lock must be True, False or a callable (data) -> str")
+    if "max_attempts" in options:
+        attempts = options["max_attempts"]
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"max_attempts must be an integer of at least 1, not {attempts!r}")
+    if "retry_delay" in options:
+        values["retry_delay"] = _seconds(options["retry_delay"], "retry_delay", allow_zero=True)
+    if "retry_backoff" in options:
+        backoff = options["retry_backoff"]
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 1:
+            raise ValueError(f"retry_backoff must be a number of at least 1, not {backoff!r}")
+        values["retry_backoff"] = float(backoff)
+    if "timeout" in options:
+        values["timeout"] = _seconds(options["timeout"], "timeout", allow_zero=False)
+    if options.get("keep") is not None:
+        values["keep"] = _seconds(options["keep"], "keep", allow_zero=True)
+    if options.get("unique") is not None and options["unique"] not in UNIQUE_POLICIES:
+        raise ValueError(f"unique must be 'skip', 'replace' or None, not {options['unique']!r}")
+    for hook in ("precheck", "on_error", "on_stale"):
+        if options.get(hook) is not None and not callable(options[hook]):
+            raise TypeError(f"{hook} must be a callable")
+    if "enabled" in options and not isinstance(options["enabled"], bool):
+        raise TypeError(f"enabled must be True or False, not {options['enabled']!r}")
+    return values
+
+
+def check_priority(priority: Any) -> int:
+    low, high = PRIORITY_RANGE
+    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
+        raise ValueError(f"priority must be an integer from {low} to {high}, not {priority!r}")
+    return priority
+
+
+def _check_signature(func: Callable[..., Any]) -> None:
+    try:
+        params = list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):
+        return
+    positional = [
+        p for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if not positional:
+        raise TypeError(
+            f"{func.__qualname__}() must take the JobContext as its first positional argument"
+        )
+
+
+def default_name(func: Callable[..., Any]) -> str:
+    """``<app_label>.<function>``: the label of the app whose module defines the function."""
+    module = getattr(func, "__module__", "") or ""
+    label = None
+    from django.apps import apps
+
+    if apps.apps_ready:
+        config = apps.get_containing_app_config(module)
+        if config is not None:
+            label = config.label
+    if label is None:
+        label = module.split(".")[0] or "jobs"
+    return f"{label}.{func.__name__}"
+
+
+class Registry(ControlAPI):
+    """Every registered job type, by name. ``django_jobs.registry`` is the one instance."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def register(self, job_type: JobType) -> JobType:
+        existing = self._types.get(job_type.name)
+        if existing is not None and not _same_definition(existing, job_type):
+            raise ImproperlyConfigured(
+                f"@job {job_type.name!r} in {job_type.module} is registered twice: it is already "
+                f"defined by {existing.module}.{existing.func.__qualname__}. Give one of them "
+                "another name=."
+            )
+        self._types[job_type.name] = job_type
+        return job_type
+
+    def unregister(self, name: str) -> None:
+        self._types.pop(name, None)
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, list(self._types), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise UnknownJob(f"no job named {name!r} is registered{hint}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self):
+        return iter(sorted(self._types.values(), key=lambda jt: jt.name))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def disabled_names(self) -> list[str]:
+        return sorted(name for name, jt in self._types.items() if not jt.is_enabled)
+
+
+def _same_definition(a: JobType, b: JobType) -> bool:
+    """A module imported twice (reload, autodiscover) re-registers the same function."""
+    return a.module == b.module and a.func.__qualname__ == b.func.__qualname__
+
+
+registry = Registry()
+
+
+@overload
+def job(func: Callable[..., Any], /) -> JobType: ...
+
+
+@overload
+def job(**options: Any) -> Callable[[Callable[..., Any]], JobType]: ...
+
+
+def job(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Declare a job: ``@job`` or ``@job(name=..., cron=..., ...)``; see the options table."""
+
+    def decorate(f: Callable[..., Any]) -> JobType:
+        return registry.register(build_job_type(f, options))
+
+    if func is not None:
+        return decorate(func)
+    return decorate

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .querysets import JobManager
+
+
+class JobStatus(models.TextChoices):
+    SCHEDULED = "scheduled", _("scheduled")  # waiting for its run_at and a free worker
+    RUNNING = "running", _("running")  # claimed by a worker, heartbeating
+    SUCCEEDED = "succeeded", _("succeeded")  # returned; result stored
+    FAILED = "failed", _("failed")  # raised, timed out, or its worker was lost
+    CANCELLED = "cancelled", _("cancelled")  # cancelled before or during its run
+    SKIPPED = "skipped", _("skipped")  # precheck said there was nothing to do
+
+
+FINISHED_STATUSES = (
+    JobStatus.SUCCEEDED,
+    JobStatus.FAILED,
+    JobStatus.CANCELLED,
+    JobStatus.SKIPPED,
+)
+
+
+class Job(models.Model):
+    """One run of a registered job: a row is the unit of work, history and control."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(_("name"), max_length=200)
+    data = models.JSONField(_("payload"), default=dict, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.SCHEDULED
+    )
+    queue = models.CharField(_("queue"), max_length=100, default="default")
+    priority = models.IntegerField(_("priority"), default=0)
+    run_at = models.DateTimeField(_("run at"), default=timezone.now)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    attempt = models.PositiveIntegerField(_("attempt"), default=1)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=1)
+    progress = models.FloatField(_("progress"), default=0.0)
+    progress_message = models.TextField(_("progress message"), blank=True, default="")
+    eta = models.DateTimeField(_("estimated end"), null=True, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True, default="")
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    heartbeat_at = models.DateTimeField(_("last heartbeat"), null=True, blank=True)
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
+    unique_key = models.CharField(_("unique key"), max_length=255, null=True, blank=True)
+    # unique_key while the row is scheduled, NULL otherwise: a plain unique constraint on it
+    # gives "one pending job per key" on every database, partial indexes or not.
+    unique_slot = models.CharField(max_length=255, null=True, blank=True, editable=False)
+    lock_key = models.CharField(_("lock key"), max_length=255, null=True, blank=True)
+    # A new id at every claim. Every write about a running row is fenced on it, so a worker
+    # that lost its claim (written off as dead, job released) can no longer change the row.
+    claim_id = models.UUIDField(null=True, blank=True, editable=False)
+    rescheduled_from = models.ForeignKey(
+        "self",
+        verbose_name=_("rescheduled from"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="rescheduled_runs",
+        db_constraint=False,
+    )
+    # No database constraint: the job tables may live in a database of their own.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+    )
+    meta = models.JSONField(_("meta"), default=dict, blank=True)
+    deleted_at = models.DateTimeField(_("deleted at"), null=True, blank=True)
+
+    objects = JobManager()
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["-created_at"]
+        indexes = [
+            # The claim: WHERE status='scheduled' AND run_at<=now ORDER BY priority DESC, run_at.
+            models.Index(
+                fields=["status", "-priority", "run_at", "created_at"], name="django_jobs_due"
+            ),
+            # Running or latest jobs of a name (locks, dashboard, registry.latest()).
+            models.Index(fields=["name", "status"], name="django_jobs_name_status"),
+            models.Index(fields=["name", "-created_at"], name="django_jobs_name_created"),
+            # Rescue: WHERE status='running' AND locked_until < now.
+            models.Index(fields=["status", "locked_until"], name="django_jobs_lease"),
+            models.Index(fields=["unique_key"], name="django_jobs_unique_key"),
+            models.Index(fields=["finished_at"], name="django_jobs_finished"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["unique_slot"], name="django_jobs_one_pending_per_key"),
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0) & models.Q(progress__lte=1),
+                name="django_jobs_progress_range",
+            ),
+        ]
+        permissions = [
+            ("cancel_job", "Can cancel jobs"),
+            ("retry_job", "Can retry jobs"),
+            ("run_job", "Can run jobs now"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status}) {self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self):
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return end - self.started_at

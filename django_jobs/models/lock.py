@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .querysets import LockManager
+
+
+class JobTypeLock(models.Model):
+    """A held lock key. The primary key makes a second holder an ``IntegrityError``."""
+
+    key = models.CharField(_("key"), max_length=255, primary_key=True)
+    job = models.ForeignKey(
+        "django_jobs.Job",
+        verbose_name=_("holder job"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+    )
+    claim_id = models.UUIDField(null=True, blank=True, editable=False)
+    worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
+    locked_until = models.DateTimeField(_("locked until"))
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = LockManager()
+
+    class Meta:
+        verbose_name = _("job type lock")
+        verbose_name_plural = _("job type locks")
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,106 @@
+"""The query vocabulary of django-jobs. The worker, the admin and the API ask through these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Exists, OuterRef
+from django.utils import timezone
+
+from ..conf import jobs_settings
+
+
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else timezone.now()
+
+
+class JobQuerySet(models.QuerySet):
+    def alive(self) -> JobQuerySet:
+        """Rows that are not soft-deleted."""
+        return self.filter(deleted_at__isnull=True)
+
+    def scheduled(self) -> JobQuerySet:
+        return self.filter(status="scheduled")
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status="running")
+
+    def pending(self) -> JobQuerySet:
+        """Scheduled or running: not finished yet."""
+        return self.filter(status__in=("scheduled", "running"))
+
+    def finished(self) -> JobQuerySet:
+        return self.filter(status__in=("succeeded", "failed", "cancelled", "skipped"))
+
+    def for_name(self, name: str) -> JobQuerySet:
+        return self.filter(name=name)
+
+    def in_queues(self, queues: Iterable[str] | None) -> JobQuerySet:
+        queues = list(queues or ())
+        return self.filter(queue__in=queues) if queues else self
+
+    def due(self, now: datetime | None = None) -> JobQuerySet:
+        """Scheduled rows whose time has come, in the order the worker takes them."""
+        return self.scheduled().filter(run_at__lte=_now(now)).order_by(
+            "-priority", "run_at", "created_at"
+        )
+
+    def claimable(
+        self,
+        now: datetime | None = None,
+        *,
+        queues: Iterable[str] | None = None,
+        exclude_names: Iterable[str] = (),
+    ) -> JobQuerySet:
+        """Due rows that a worker may start now: their lock key, if any, is free."""
+        from .lock import JobTypeLock
+
+        now = _now(now)
+        held = JobTypeLock.objects.filter(key=OuterRef("lock_key"), locked_until__gt=now)
+        qs = self.due(now).in_queues(queues).filter(~Exists(held))
+        exclude_names = list(exclude_names)
+        if exclude_names:
+            qs = qs.exclude(name__in=exclude_names)
+        return qs
+
+    def stale(self, now: datetime | None = None) -> JobQuerySet:
+        """Running rows whose lease ran out: their worker stopped sending heartbeats."""
+        return self.running().filter(locked_until__lt=_now(now))
+
+    def latest_for(self, name: str) -> models.Model | None:
+        """The most recently created run of ``name``, or ``None``."""
+        return self.for_name(name).alive().order_by("-created_at").first()
+
+    def cancel(self, now: datetime | None = None) -> tuple[int, int]:
+        """Cancel these jobs: scheduled ones at once, running ones by request.
+
+        Returns ``(cancelled, requested)``. A running job sees the request through
+        ``ctx.cancelled`` and ends ``cancelled`` when it raises ``JobCancelled``.
+        """
+        now = _now(now)
+        cancelled = self.scheduled().update(
+            status="cancelled", finished_at=now, cancel_requested_at=now, unique_slot=None,
+            error="cancelled before it started",
+        )
+        requested = self.running().filter(cancel_requested_at__isnull=True).update(
+            cancel_requested_at=now
+        )
+        return cancelled, requested
+
+    def claimed_by(self, job_id, claim_id) -> JobQuerySet:
+        """The fence: this row, only while the claim ``claim_id`` still owns it."""
+        return self.filter(pk=job_id, status="running", claim_id=claim_id)
+
+
+class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[misc]
+    """Queries go to ``DJANGO_JOBS['DATABASE']`` unless ``using()`` says otherwise."""
+
+    def get_queryset(self) -> JobQuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)
+
+
+class LockManager(models.Manager):
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)

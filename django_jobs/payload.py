@@ -1,0 +1,62 @@
+"""Strict JSON for payloads and results: only what round-trips unchanged is accepted.
+
+Datetimes, decimals, sets, bytes and NaN are refused instead of being silently converted,
+so what a job receives is exactly what the caller passed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def find_non_json(value: Any, path: str) -> str | None:
+    """Return a description of the first value under ``path`` that is not plain JSON."""
+    if isinstance(value, _SCALARS):
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return f"{path} is {value!r}, which JSON cannot represent"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
+            found = find_non_json(item, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = find_non_json(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    return f"{path} is of type {type(value).__name__}, which is not JSON-serialisable"
+
+
+def dumps(value: Any, *, what: str, limit: int | None = None) -> str:
+    """Encode ``value`` as JSON or raise ``TypeError``/``ValueError`` naming the culprit."""
+    problem = find_non_json(value, what)
+    if problem:
+        raise TypeError(problem)
+    text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    if limit is not None and len(text.encode()) > limit:
+        raise ValueError(
+            f"{what} is {len(text.encode())} bytes of JSON, over the limit of {limit} bytes "
+            "(DJANGO_JOBS['MAX_PAYLOAD_BYTES'])"
+        )
+    return text
+
+
+def truncate(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters, keeping its head and tail (tracebacks end usefully)."""
+    if len(text) <= limit:
+        return text
+    marker = f"\n... [{len(text) - limit} characters truncated] ...\n"
+    keep = max(limit - len(marker), 0)
+    head = keep // 2
+    return text[:head] + marker + text[len(text) - (keep - head) :]

@@ -1,0 +1,104 @@
+"""The one place that claims jobs.
+
+The claim transaction only locks candidate rows, takes their lock keys and marks them running;
+the jobs run after it commits. PostgreSQL and MariaDB use ``SELECT ... FOR UPDATE SKIP LOCKED``
+so concurrent workers never wait on each other; SQLite has no row locks, so there the
+transaction is ``IMMEDIATE`` (one writer at a time) and the update is guarded on the status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from datetime import datetime
+
+from django.db import connections, transaction
+from django.utils import timezone
+
+from .. import locks
+from ..conf import jobs_settings
+from ..execution import lease_margin
+from ..jobtypes import registry
+from ..models import Job, JobStatus
+
+
+@contextmanager
+def _immediate(connection):
+    """On SQLite, take the write lock when the transaction begins, not halfway through."""
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        yield
+        return
+    previous = getattr(connection, "transaction_mode", None)
+    connection.transaction_mode = "IMMEDIATE"
+    try:
+        yield
+    finally:
+        connection.transaction_mode = previous
+
+
+def claim(
+    worker: str,
+    limit: int,
+    *,
+    queues: Iterable[str] | None = None,
+    exclude_names: Iterable[str] = (),
+    now: datetime | None = None,
+) -> list[Job]:
+    """Claim up to ``limit`` due jobs for ``worker``; return them, marked running."""
+    if limit < 1:
+        return []
+    db = jobs_settings.DATABASE
+    connection = connections[db]
+    now = now or timezone.now()
+    claim_id = uuid.uuid4()
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    with _immediate(connection), transaction.atomic(using=db):
+        candidates = Job.objects.claimable(now, queues=queues, exclude_names=exclude_names)
+        if skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        # Ask for a few more than needed: some may share a lock key.
+        rows = list(candidates[: limit * 2 if limit > 1 else 1])
+        chosen: list[Job] = []
+        keys: set[str] = set()
+        for row in rows:
+            if len(chosen) == limit:
+                break
+            timeout = registry.get(row.name).timeout if row.name in registry else None
+            row.locked_until = now + (timeout or _default_timeout()) + lease_margin()
+            if row.lock_key:
+                if row.lock_key in keys or not locks.acquire(
+                    row.lock_key, job_id=row.pk, claim_id=claim_id, worker=worker,
+                    until=row.locked_until, now=now,
+                ):
+                    continue
+                keys.add(row.lock_key)
+            chosen.append(row)
+        if not chosen:
+            return []
+        # One UPDATE per distinct lease (usually one): rows differ only by their timeout.
+        by_lease: dict[datetime, list] = {}
+        for row in chosen:
+            by_lease.setdefault(row.locked_until, []).append(row.pk)
+        for lease, ids in by_lease.items():
+            Job.objects.filter(pk__in=ids, status=JobStatus.SCHEDULED).update(
+                status=JobStatus.RUNNING, claim_id=claim_id, worker=worker, started_at=now,
+                heartbeat_at=now, locked_until=lease, unique_slot=None,
+            )
+        if not skip_locked:
+            # Without row locks the guarded UPDATE decides; read back what we won.
+            won = set(Job.objects.filter(claim_id=claim_id).values_list("pk", flat=True))
+            chosen = [row for row in chosen if row.pk in won]
+    for row in chosen:
+        row.status = JobStatus.RUNNING
+        row.claim_id = claim_id
+        row.worker = worker
+        row.started_at = row.heartbeat_at = now
+        row.unique_slot = None
+    return chosen
+
+
+def _default_timeout():
+    from datetime import timedelta
+
+    return timedelta(minutes=5)

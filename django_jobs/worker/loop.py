@@ -1,0 +1,243 @@
+"""The worker: claim due jobs, run them on threads, keep them alive, stop cleanly.
+
+Reading order: ``run()`` is the whole life of a worker; everything it calls is below it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError, connections
+
+from ..conf import jobs_settings
+from ..execution import Execution, worker_id
+from ..jobtypes import registry
+from ..runner import execute
+from .claim import claim
+from .connections import recycle
+from .monitor import Monitor
+from .notify import Listener, can_listen
+from .rescue import rescue_stale
+
+logger = logging.getLogger("django_jobs")
+
+#: Exit status when running jobs had to be released back to the queue at shutdown.
+EXIT_RELEASED = 75
+
+
+@dataclass
+class WorkerOptions:
+    queues: Sequence[str] = ()
+    concurrency: int = 1
+    burst: bool = False
+    max_jobs: int | None = None
+    poll_interval: float | None = None
+    grace: float | None = None
+    scheduler: bool = True
+    install_signals: bool = True
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.max_jobs is not None and self.max_jobs < 1:
+            raise ValueError("max_jobs must be at least 1")
+        if self.poll_interval is not None and self.poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        if self.grace is not None and self.grace < 0:
+            raise ValueError("grace must be zero or positive")
+
+
+@dataclass
+class WorkerStats:
+    claimed: int = 0
+    finished: int = 0
+    released: int = 0
+    rescued: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    def __init__(self, options: WorkerOptions | None = None, **kwargs) -> None:
+        self.options = options or WorkerOptions(**kwargs)
+        self.id = worker_id()
+        self.stats = WorkerStats()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()  # first signal: claim nothing more
+        self.force = threading.Event()  # second signal: leave now
+        self.monitor = Monitor()
+        self.listener: Listener | None = None
+        self._inbox: queue.Queue[Execution | None] = queue.Queue()
+        self._running: dict[object, Execution] = {}
+        self._running_guard = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._last_rescue = 0.0
+
+    # -- the life of a worker ----------------------------------------------------------------
+
+    def run(self) -> int:
+        """Work until stopped (or drained with ``burst``); return the exit status."""
+        opts = self.options
+        if opts.install_signals and threading.current_thread() is threading.main_thread():
+            self._install_signal_handlers()
+        self._start_threads()
+        logger.info(
+            "worker %s started: queues=%s concurrency=%d", self.id,
+            ",".join(opts.queues) or "*", opts.concurrency,
+        )
+        poll = opts.poll_interval or jobs_settings.POLL_INTERVAL
+        failures = 0
+        while not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                self._rescue_if_due()
+                claimed = self._claim_into_free_slots()
+                failures = 0
+            except DatabaseError as exc:
+                failures += 1
+                self._database_trouble(exc, failures)
+                continue
+            if claimed:
+                continue
+            if self._done():
+                break
+            self.wake.wait(poll)
+        return self._shutdown()
+
+    def _claim_into_free_slots(self) -> int:
+        free = self.options.concurrency - self.busy
+        if self.options.max_jobs is not None:
+            free = min(free, self.options.max_jobs - self.stats.claimed)
+        if free <= 0:
+            return 0
+        rows = claim(
+            self.id, free, queues=self.options.queues, exclude_names=registry.disabled_names()
+        )
+        for row in rows:
+            job_type = registry.get(row.name) if row.name in registry else None
+            execution = Execution(row, job_type, worker=self.id)
+            with self._running_guard:
+                self._running[row.pk] = execution
+            self.monitor.add(execution)
+            self._inbox.put(execution)
+        self.stats.claimed += len(rows)
+        return len(rows)
+
+    def _done(self) -> bool:
+        """Burst mode ends when nothing is due and nothing runs; --max-jobs when all ran."""
+        if self.options.max_jobs is not None and self.stats.claimed >= self.options.max_jobs:
+            return self.busy == 0
+        return self.options.burst and self.busy == 0
+
+    def _rescue_if_due(self) -> None:
+        if time.monotonic() - self._last_rescue < jobs_settings.RESCUE_INTERVAL:
+            return
+        self._last_rescue = time.monotonic()
+        self.stats.rescued += len(rescue_stale())
+
+    def _database_trouble(self, exc: Exception, failures: int) -> None:
+        delay = min(0.1 * 2**failures, 5.0)
+        logger.warning("worker %s: database error (%s); retrying in %.1fs", self.id, exc, delay)
+        connection = connections[jobs_settings.DATABASE]
+        if not connection.in_atomic_block:
+            connection.close()
+        self.stopping.wait(delay)
+
+    # -- threads -----------------------------------------------------------------------------
+
+    @property
+    def busy(self) -> int:
+        with self._running_guard:
+            return len(self._running)
+
+    def _start_threads(self) -> None:
+        self.monitor.start()
+        if can_listen():
+            self.listener = Listener(self.wake)
+            self.listener.start()
+        for index in range(self.options.concurrency):
+            thread = threading.Thread(
+                target=self._work, name=f"django-jobs-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _work(self) -> None:
+        """A job thread: run what the main loop hands over, on its own connection."""
+        while True:
+            execution = self._inbox.get()
+            if execution is None:
+                break
+            try:
+                outcome = execute(execution)
+                key = str(outcome.status)
+                self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
+            except BaseException:
+                logger.exception("[%s] the job thread caught an escaping error",
+                                 execution.job.name)
+            finally:
+                self.monitor.discard(execution)
+                with self._running_guard:
+                    self._running.pop(execution.job.pk, None)
+                self.stats.finished += 1
+                try:
+                    recycle()
+                except Exception:
+                    logger.warning("could not recycle a connection", exc_info=True)
+                self.wake.set()
+        connections.close_all()
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        # Only flags here: a handler that raised could land inside the claim transaction.
+        if self.stopping.is_set():
+            self.force.set()
+        self.stopping.set()
+        self.wake.set()
+
+    def stop(self, force: bool = False) -> None:
+        """Ask the worker to stop, as SIGTERM does (``force`` as a second signal does)."""
+        if force:
+            self.force.set()
+        self.stopping.set()
+        self.wake.set()
+
+    def _shutdown(self) -> int:
+        grace = self.options.grace if self.options.grace is not None else jobs_settings.GRACE
+        if self.busy:
+            logger.info("worker %s stopping: %d job(s) running, grace %.0fs", self.id,
+                        self.busy, grace)
+        deadline = time.monotonic() + grace
+        while self.busy and not self.force.is_set() and time.monotonic() < deadline:
+            self.wake.clear()
+            self.wake.wait(min(0.2, max(deadline - time.monotonic(), 0.01)))
+        with self._running_guard:
+            leftover = list(self._running.values())
+        for execution in leftover:
+            # Heartbeats continue until here, so nobody rescues a job that is still draining.
+            if execution.release():
+                self.stats.released += 1
+                logger.warning("[%s] %s released back to the queue", execution.job.name,
+                               execution.job.pk)
+        self.monitor.stop()
+        if self.listener is not None:
+            self.listener.stop()
+        for _ in self._threads:
+            self._inbox.put(None)
+        if not leftover:
+            for thread in self._threads:
+                thread.join(timeout=5)
+        connections.close_all()
+        logger.info("worker %s stopped: %d claimed, %d released", self.id,
+                    self.stats.claimed, self.stats.released)
+        return EXIT_RELEASED if self.stats.released else 0

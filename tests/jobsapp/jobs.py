@@ -1,0 +1,199 @@
+"""Jobs used by the test suite, found by autodiscovery like any project's ``jobs.py``."""
+
+import os
+import time
+from datetime import timedelta
+
+from django.db import IntegrityError
+
+from django_jobs import JobContext, job
+
+from .models import Execution, Interval
+
+HOOK_CALLS: list[tuple[str, str, str]] = []
+
+
+@job
+def noop(ctx: JobContext, **data) -> None:
+    return None
+
+
+@job
+def echo(ctx: JobContext, **data) -> dict:
+    return {"data": data, "attempt": ctx.attempt}
+
+
+@job
+def record(ctx: JobContext, token: str, seconds: float = 0.0) -> str:
+    """Insert a row with a unique token: a second run of the same token raises."""
+    started = time.time()
+    if seconds:
+        time.sleep(seconds)
+    Execution.objects.create(
+        token=token, job_id=ctx.job.pk, worker=ctx.job.worker, started=started, ended=time.time()
+    )
+    return token
+
+
+@job(max_attempts=3, retry_delay=timedelta(milliseconds=200), retry_backoff=2.0)
+def flaky(ctx: JobContext, fail_times: int = 1) -> int:
+    if ctx.attempt <= fail_times:
+        raise ValueError(f"attempt {ctx.attempt} fails on purpose")
+    return ctx.attempt
+
+
+def _on_error(job, exc):
+    HOOK_CALLS.append(("on_error", job.name, type(exc).__name__ if exc else ""))
+
+
+def _on_stale(job, exc):
+    HOOK_CALLS.append(("on_stale", job.name, ""))
+
+
+@job(on_error=_on_error)
+def explode(ctx: JobContext, message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+@job
+def bad_result(ctx: JobContext) -> object:
+    return {"when": {1, 2}}
+
+
+@job
+def exit_job(ctx: JobContext, kind: str = "exit") -> None:
+    if kind == "exit":
+        raise SystemExit(3)
+    raise KeyboardInterrupt
+
+
+@job(lock=True)
+def locked_exit(ctx: JobContext) -> None:
+    raise SystemExit(4)
+
+
+@job(timeout=timedelta(seconds=1))
+def ignores_timeout(ctx: JobContext, seconds: float = 2.5) -> str:
+    time.sleep(seconds)
+    return "late"
+
+
+@job(timeout=timedelta(seconds=1), lock=True)
+def checks_timeout(ctx: JobContext) -> None:
+    while True:
+        ctx.check_cancelled()
+        time.sleep(0.05)
+
+
+@job
+def cancellable(ctx: JobContext, seconds: float = 30.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ctx.check_cancelled()
+        time.sleep(0.05)
+    return "finished"
+
+
+@job
+def progress_loop(ctx: JobContext, steps: int = 100, pause: float = 0.01) -> int:
+    for step in range(steps):
+        ctx.progress((step + 1) / steps, message=f"step {step + 1}")
+        time.sleep(pause)
+    return steps
+
+
+@job
+def phased(ctx: JobContext) -> None:
+    phases = ctx.phases({"download": 3, "parse": 1})
+    with phases("download") as p:
+        p.progress(0.5)
+    with phases("parse") as p:
+        p.progress(0.5, message="half")
+        ctx.flush()
+
+
+@job(lock=True, timeout=timedelta(seconds=3), on_stale=_on_stale, max_attempts=2,
+     retry_delay=0)
+def locked_sleep(ctx: JobContext, seconds: float = 0.3, token: str = "") -> str:
+    """Records its interval; at most one runs at a time across every worker."""
+    interval = Interval.objects.create(key="locked_sleep", job_id=ctx.job.pk, started=time.time())
+    time.sleep(seconds)
+    interval.ended = time.time()
+    interval.save(update_fields=["ended"])
+    if token:
+        try:
+            Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker)
+        except IntegrityError:
+            pass
+    return token
+
+
+@job(lock=lambda data: str(data["customer"]))
+def per_customer(ctx: JobContext, customer: int, seconds: float = 0.2) -> int:
+    Interval.objects.create(
+        key=f"customer:{customer}", job_id=ctx.job.pk, started=time.time(), ended=None
+    )
+    time.sleep(seconds)
+    Interval.objects.filter(job_id=ctx.job.pk).update(ended=time.time())
+    return customer
+
+
+@job(unique="skip")
+def unique_skip(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
+@job(unique="replace")
+def unique_replace(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
+@job(timeout=timedelta(seconds=2), max_attempts=2, retry_delay=0, on_stale=_on_stale)
+def sleeper(ctx: JobContext, seconds: float = 5.0, token: str = "") -> str:
+    """Sleeps (checking nothing) then records ``token``; used to kill workers mid-job."""
+    marker = os.environ.get("DJANGO_JOBS_TEST_MARKER_DIR")
+    if marker:
+        with open(os.path.join(marker, f"{ctx.job.pk}.{ctx.attempt}"), "w") as fh:
+            fh.write(str(os.getpid()))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if ctx.cancelled and ctx._execution.lost:
+            break
+    if token:
+        Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                                 ended=time.time())
+    return token
+
+
+@job(timeout=timedelta(seconds=30))
+def drain(ctx: JobContext, seconds: float = 3.0, token: str = "") -> str:
+    time.sleep(seconds)
+    if token:
+        Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                                 ended=time.time())
+    return token
+
+
+@job(precheck=lambda ctx: "already done" if ctx.data.get("done") else None)
+def prechecked(ctx: JobContext, done: bool = False) -> str:
+    return "ran"
+
+
+@job(enabled=False)
+def disabled_job(ctx: JobContext) -> None:
+    return None
+
+
+@job(name="billing:invoice-sync", cron="0 * * * *", max_attempts=3)
+def invoice_sync(ctx: JobContext) -> None:
+    return None
+
+
+@job
+def db_then_sleep(ctx: JobContext, seconds: float = 2.0, token: str = "") -> str:
+    """Uses its connection, sleeps (while the test kills it), then writes again."""
+    Interval.objects.create(key="db_then_sleep", job_id=ctx.job.pk, started=time.time())
+    time.sleep(seconds)
+    Execution.objects.create(token=token or str(ctx.job.pk), job_id=ctx.job.pk)
+    return token

@@ -1,0 +1,83 @@
+"""Settings of the test suite. The database comes from ``DATABASE_URL`` (default: SQLite file).
+
+Worker subprocesses started by the tests import these settings too; they find the test
+database through ``DJANGO_JOBS_TEST_DB`` (set by the ``worker_env`` fixture).
+"""
+
+import os
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent
+env = environ.Env()
+
+SECRET_KEY = "django-jobs-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["*"]
+
+default_db = env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'test.sqlite3'}")
+if default_db["ENGINE"].endswith("sqlite3"):
+    # A file, never :memory:, so that worker processes share it with the tests.
+    default_db["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    default_db.setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+elif default_db["ENGINE"].endswith("mysql"):
+    default_db.setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
+    default_db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+if os.environ.get("DJANGO_JOBS_TEST_DB"):
+    default_db["NAME"] = os.environ["DJANGO_JOBS_TEST_DB"]
+DATABASES = {"default": default_db}
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django_jobs",
+    "tests.jobsapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+STATIC_URL = "/static/"
+
+# Short intervals so that recovery can be observed in seconds.
+DJANGO_JOBS = {
+    "HEARTBEAT_INTERVAL": 0.5,
+    "CANCEL_CHECK_INTERVAL": 0.2,
+    "PROGRESS_THROTTLE": 0.2,
+    "POLL_INTERVAL": 0.2,
+    "RESCUE_INTERVAL": 0.5,
+    "GRACE": 5.0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_jobs": {"handlers": ["stderr"], "level": env("JOBS_LOG_LEVEL", default="WARNING")}},
+}
