@@ -63,16 +63,13 @@ class JobContext:
         now = time.monotonic()
         if now - self._last_cancel_check >= jobs_settings.CANCEL_CHECK_INTERVAL:
             self._last_cancel_check = now
-            row = (
-                execution.fenced()
-                .values_list("cancel_requested_at", flat=True)
-                .first()
-            )
+            row = execution.fenced().values_list("pk", "cancel_requested_at").first()
             # No row under our claim: somebody took the run away from us.
-            if row is None and not execution.finished.is_set():
-                execution.lost = True
+            if row is None:
+                if not execution.finished.is_set():
+                    execution.lost = True
                 return True
-            self._cancel_requested = row is not None
+            self._cancel_requested = row[1] is not None
         return self._cancel_requested
 
     def check_cancelled(self) -> None:
