@@ -19,15 +19,21 @@ TIME_ZONE = "UTC"
 ALLOWED_HOSTS = ["*"]
 
 default_db = env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'test.sqlite3'}")
+# One test database per test run (suffix: the pid of the test process), so that several runs
+# on one machine never drop each other's database.
+RUN_ID = os.environ.get("DJANGO_JOBS_TEST_RUN", str(os.getpid()))
+os.environ["DJANGO_JOBS_TEST_RUN"] = RUN_ID
 if default_db["ENGINE"].endswith("sqlite3"):
     # A file, never :memory:, so that worker processes share it with the tests.
-    default_db["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    default_db["TEST"] = {"NAME": f"/tmp/django-jobs-test-{RUN_ID}.sqlite3"}
     default_db.setdefault("OPTIONS", {}).update(
         {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
 elif default_db["ENGINE"].endswith("mysql"):
     default_db.setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
     default_db["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+if not default_db["ENGINE"].endswith("sqlite3"):
+    default_db.setdefault("TEST", {})["NAME"] = f"test_{default_db['NAME']}_{RUN_ID}"
 if os.environ.get("DJANGO_JOBS_TEST_DB"):
     default_db["NAME"] = os.environ["DJANGO_JOBS_TEST_DB"]
 DATABASES = {"default": default_db}
