@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "RESCUE_INTERVAL": 5.0,
     # Seconds a stopping worker gives running jobs (``runjobs --grace`` overrides it).
     "GRACE": 30.0,
+    # Seconds between two pruning passes of a worker (finished rows older than ``keep``).
+    "PRUNE_INTERVAL": 300.0,
     # Use PostgreSQL LISTEN/NOTIFY to wake idle workers.
     "NOTIFY": True,
     # Largest accepted payload, in bytes of JSON.
@@ -43,6 +45,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "POLL_INTERVAL": (int, float),
     "RESCUE_INTERVAL": (int, float),
     "GRACE": (int, float),
+    "PRUNE_INTERVAL": (int, float),
     "NOTIFY": (bool,),
     "MAX_PAYLOAD_BYTES": (int,),
     "MAX_TEXT_LENGTH": (int,),
@@ -89,6 +92,10 @@ class Settings:
     @property
     def GRACE(self) -> float:
         return float(self._get("GRACE"))
+
+    @property
+    def PRUNE_INTERVAL(self) -> float:
+        return float(self._get("PRUNE_INTERVAL"))
 
     @property
     def NOTIFY(self) -> bool:

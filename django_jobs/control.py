@@ -64,3 +64,37 @@ class ControlAPI:
 
         self.get(name)
         return Job.objects.latest_for(name)
+
+    def pause(self, name: str) -> None:
+        """Pause a recurring job on every worker: pending occurrences are cancelled and no new
+        ones are created until ``resume(name)``, which starts again from the next occurrence."""
+        from .models import JobSchedule
+        from .worker.scheduler import reset
+
+        job_type = self.get(name)
+        if not job_type.is_recurring:
+            raise ValueError(f"job {name!r} is not recurring; only recurring jobs are paused")
+        JobSchedule.objects.update_or_create(name=name, defaults={"paused": True})
+        reset(name, "paused")
+
+    def resume(self, name: str) -> None:
+        from .models import JobSchedule
+
+        self.get(name)
+        JobSchedule.objects.filter(name=name).update(paused=False)
+
+    def pause_queue(self, queue: str) -> None:
+        """Stop every worker from starting jobs of ``queue``; they stay scheduled."""
+        from .models import PausedQueue
+
+        PausedQueue.objects.get_or_create(queue=queue)
+
+    def resume_queue(self, queue: str) -> None:
+        from .models import PausedQueue
+
+        PausedQueue.objects.filter(queue=queue).delete()
+
+    def paused_queues(self) -> list[str]:
+        from .models import PausedQueue
+
+        return sorted(PausedQueue.objects.values_list("queue", flat=True))

@@ -57,6 +57,8 @@ def truncate(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     marker = f"\n... [{len(text) - limit} characters truncated] ...\n"
-    keep = max(limit - len(marker), 0)
+    if len(marker) >= limit:  # no room for the marker: a plain cut still honours the limit
+        return text[: max(limit, 0)]
+    keep = limit - len(marker)
     head = keep // 2
     return text[:head] + marker + text[len(text) - (keep - head) :]

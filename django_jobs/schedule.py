@@ -13,6 +13,9 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from croniter import croniter
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class ScheduleError(ValueError):
     """A schedule that cannot be used, with a message fit for a person."""
 
@@ -58,7 +61,70 @@ class Schedule:
             nxt = croniter(self.cron, local).get_next(datetime)
             return nxt.astimezone(UTC)
         if self.every:
-            return (after + self.every).astimezone(UTC)
+            # Aligned to multiples of ``every`` since the epoch, so every scheduler, whatever
+            # its clock reading, names the same occurrences.
+            steps = (after.astimezone(UTC) - _EPOCH) // self.every + 1
+            return _EPOCH + steps * self.every
         if self.next_run:
             return self.next_run(after).astimezone(UTC)
         raise ScheduleError("this job has no schedule")
+
+
+#: Most missed occurrences ``catch_up="all"`` runs after downtime; older ones are dropped.
+MAX_CATCH_UP = 100
+#: Occurrences walked through when looking for the latest missed one.
+_MAX_WALK = 100_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the scheduler should create now for one recurring job."""
+
+    occurrences: tuple[datetime, ...]  # rows to create, oldest first (the last is the future one)
+    supersede_before: datetime | None  # pending rows of earlier occurrences are superseded
+
+
+def plan(
+    schedule: Schedule,
+    last: datetime | None,
+    now: datetime,
+    catch_up: str,
+    *,
+    default_zone: str = "UTC",
+) -> Plan:
+    """Occurrences to create at ``now`` given the last one created (``None``: never, or reset).
+
+    A recurring job always has its next future occurrence created ahead of time. Occurrences
+    missed while no scheduler ran are handled by ``catch_up``: ``"latest"`` runs only the most
+    recent missed one, ``"skip"`` none, ``"all"`` each of them (at most ``MAX_CATCH_UP``).
+    """
+    if last is None:
+        if schedule.next_run is not None:
+            first = schedule.next_run(None).astimezone(UTC)
+            return Plan((max(first, now),), None)
+        return Plan((schedule.next_after(now, default_zone=default_zone),), None)
+    if last > now:
+        return Plan((), None)  # the next occurrence is already created and not due yet
+    missed: list[datetime] = []
+    current = last
+    for _ in range(_MAX_WALK):
+        following = schedule.next_after(current, default_zone=default_zone)
+        if following <= current:
+            raise ScheduleError(
+                f"the schedule went backwards: {following.isoformat()} after {current.isoformat()}"
+            )
+        if following > now:
+            break
+        missed.append(following)
+        if len(missed) > MAX_CATCH_UP:
+            del missed[0]
+        current = following
+    else:  # an absurdly long gap: restart from now
+        following = schedule.next_after(now, default_zone=default_zone)
+    if not missed:
+        return Plan((following,), None)
+    if catch_up == "all":
+        return Plan((*missed, following), None)
+    if catch_up == "skip":
+        return Plan((following,), following)
+    return Plan((missed[-1], following), missed[-1])

@@ -10,6 +10,9 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent
+# The suite's cron example stays off, so worker processes started by tests do not add its rows;
+# scheduling tests switch it on explicitly.
+os.environ.setdefault("JOBS_BILLING_INVOICE_SYNC_ENABLED", "false")
 env = environ.Env()
 
 SECRET_KEY = "django-jobs-tests"

@@ -1,4 +1,5 @@
 from .job import Job, JobStatus
 from .lock import JobTypeLock
+from .schedule import JobSchedule, PausedQueue
 
-__all__ = ["Job", "JobStatus", "JobTypeLock"]
+__all__ = ["Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue"]

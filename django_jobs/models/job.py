@@ -80,6 +80,9 @@ class Job(models.Model):
         related_name="+",
         db_constraint=False,
     )
+    # The occurrence a recurring job's row was created for; unique per name, so two schedulers
+    # creating the same occurrence collide in the database instead of running it twice.
+    occurrence = models.DateTimeField(_("occurrence"), null=True, blank=True, editable=False)
     meta = models.JSONField(_("meta"), default=dict, blank=True)
     deleted_at = models.DateTimeField(_("deleted at"), null=True, blank=True)
 
@@ -104,6 +107,9 @@ class Job(models.Model):
         ]
         constraints = [
             models.UniqueConstraint(fields=["unique_slot"], name="django_jobs_one_pending_per_key"),
+            models.UniqueConstraint(
+                fields=["name", "occurrence"], name="django_jobs_one_run_per_occurrence"
+            ),
             models.CheckConstraint(
                 condition=models.Q(progress__gte=0) & models.Q(progress__lte=1),
                 name="django_jobs_progress_range",

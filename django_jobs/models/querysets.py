@@ -53,6 +53,7 @@ class JobQuerySet(models.QuerySet):
         *,
         queues: Iterable[str] | None = None,
         exclude_names: Iterable[str] = (),
+        exclude_queues: Iterable[str] = (),
     ) -> JobQuerySet:
         """Due rows that a worker may start now: their lock key, if any, is free."""
         from .lock import JobTypeLock
@@ -63,6 +64,9 @@ class JobQuerySet(models.QuerySet):
         exclude_names = list(exclude_names)
         if exclude_names:
             qs = qs.exclude(name__in=exclude_names)
+        exclude_queues = list(exclude_queues)
+        if exclude_queues:
+            qs = qs.exclude(queue__in=exclude_queues)
         return qs
 
     def stale(self, now: datetime | None = None) -> JobQuerySet:
@@ -88,6 +92,10 @@ class JobQuerySet(models.QuerySet):
             cancel_requested_at=now
         )
         return cancelled, requested
+
+    def prunable(self, older_than: datetime) -> JobQuerySet:
+        """Finished rows that ended before ``older_than``."""
+        return self.finished().filter(finished_at__lt=older_than)
 
     def claimed_by(self, job_id, claim_id) -> JobQuerySet:
         """The fence: this row, only while the claim ``claim_id`` still owns it."""

@@ -43,6 +43,7 @@ def claim(
     *,
     queues: Iterable[str] | None = None,
     exclude_names: Iterable[str] = (),
+    exclude_queues: Iterable[str] = (),
     now: datetime | None = None,
 ) -> list[Job]:
     """Claim up to ``limit`` due jobs for ``worker``; return them, marked running."""
@@ -54,7 +55,9 @@ def claim(
     claim_id = uuid.uuid4()
     skip_locked = connection.features.has_select_for_update_skip_locked
     with _immediate(connection), transaction.atomic(using=db):
-        candidates = Job.objects.claimable(now, queues=queues, exclude_names=exclude_names)
+        candidates = Job.objects.claimable(
+            now, queues=queues, exclude_names=exclude_names, exclude_queues=exclude_queues
+        )
         if skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         # Ask for a few more than needed: some may share a lock key.

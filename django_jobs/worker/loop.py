@@ -18,17 +18,22 @@ from django.db import DatabaseError, connections
 from ..conf import jobs_settings
 from ..execution import Execution, worker_id
 from ..jobtypes import registry
+from ..models import PausedQueue
+from ..pruning import prune
 from ..runner import execute
 from .claim import claim
 from .connections import recycle
 from .monitor import Monitor
 from .notify import Listener, can_listen
 from .rescue import rescue_stale
+from .scheduler import Scheduler
 
 logger = logging.getLogger("django_jobs")
 
 #: Exit status when running jobs had to be released back to the queue at shutdown.
 EXIT_RELEASED = 75
+#: Seconds between two reads of the paused queues.
+PAUSE_CHECK_INTERVAL = 2.0
 
 
 @dataclass
@@ -77,6 +82,10 @@ class Worker:
         self._running_guard = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_rescue = 0.0
+        self._last_prune = time.monotonic()
+        self._paused: list[str] = []
+        self._paused_read_at = 0.0
+        self.scheduler = Scheduler() if self.options.scheduler else None
 
     # -- the life of a worker ----------------------------------------------------------------
 
@@ -96,6 +105,9 @@ class Worker:
             self.wake.clear()
             try:
                 self._rescue_if_due()
+                if self.scheduler is not None:
+                    self.scheduler.tick_if_due()
+                self._prune_if_due()
                 claimed = self._claim_into_free_slots()
                 failures = 0
             except DatabaseError as exc:
@@ -106,7 +118,7 @@ class Worker:
                 continue
             if self._done():
                 break
-            self.wake.wait(poll)
+            self.wake.wait(self._sleep_time(poll))
         return self._shutdown()
 
     def _claim_into_free_slots(self) -> int:
@@ -116,7 +128,8 @@ class Worker:
         if free <= 0:
             return 0
         rows = claim(
-            self.id, free, queues=self.options.queues, exclude_names=registry.disabled_names()
+            self.id, free, queues=self.options.queues, exclude_names=registry.disabled_names(),
+            exclude_queues=self._paused_queues(),
         )
         for row in rows:
             job_type = registry.get(row.name) if row.name in registry else None
@@ -127,6 +140,25 @@ class Worker:
             self._inbox.put(execution)
         self.stats.claimed += len(rows)
         return len(rows)
+
+    def _paused_queues(self) -> list[str]:
+        """Paused queues, read at most every ``PAUSE_CHECK_INTERVAL`` seconds."""
+        now = time.monotonic()
+        if now - self._paused_read_at >= PAUSE_CHECK_INTERVAL:
+            self._paused = list(PausedQueue.objects.values_list("queue", flat=True))
+            self._paused_read_at = now
+        return self._paused
+
+    def _prune_if_due(self) -> None:
+        if time.monotonic() - self._last_prune < jobs_settings.PRUNE_INTERVAL:
+            return
+        self._last_prune = time.monotonic()
+        prune(max_batches=5)
+
+    def _sleep_time(self, poll: float) -> float:
+        if self.scheduler is None:
+            return poll
+        return max(min(poll, self.scheduler.seconds_until_due()), 0.01)
 
     def _done(self) -> bool:
         """Burst mode ends when nothing is due and nothing runs; --max-jobs when all ran."""

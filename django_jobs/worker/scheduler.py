@@ -1,0 +1,142 @@
+"""The scheduler: creates the rows of recurring jobs, once per occurrence, across any number of
+workers.
+
+No leader: every scheduler may try to create an occurrence; the unique constraint on
+``(name, occurrence)`` lets exactly one insert win and the others fail harmlessly (inside a
+savepoint). ``JobSchedule.last_occurrence`` only moves forward, so pruning old rows never lets an
+occurrence be created twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..conf import jobs_settings
+from ..jobtypes import JobType, registry
+from ..models import Job, JobSchedule, JobStatus
+from ..schedule import ScheduleError, plan
+
+logger = logging.getLogger("django_jobs")
+
+#: Longest sleep of the scheduler: how soon it notices pauses, resumes and new deployments.
+MAX_SLEEP = 30.0
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self._wake_at = 0.0  # monotonic time of the next tick
+
+    def seconds_until_due(self) -> float:
+        return self._wake_at - time.monotonic()
+
+    def tick_if_due(self) -> int:
+        if time.monotonic() < self._wake_at:
+            return 0
+        return self.tick()
+
+    def tick(self, now: datetime | None = None) -> int:
+        """Create what is due for every recurring job; return the number of rows created."""
+        now = now or timezone.now()
+        recurring = [jt for jt in registry if jt.is_recurring]
+        states = {s.name: s for s in JobSchedule.objects.all()}
+        created = 0
+        next_wake = MAX_SLEEP
+        for job_type in recurring:
+            state = states.get(job_type.name)
+            if not job_type.is_enabled or (state is not None and state.paused):
+                if state is not None and state.last_occurrence is not None:
+                    reset(job_type.name, "job disabled" if not job_type.is_enabled else "paused")
+                continue
+            try:
+                count, upcoming = self._schedule(job_type, state, now)
+            except ScheduleError as exc:
+                logger.error("[%s] cannot schedule: %s", job_type.name, exc)
+                continue
+            created += count
+            if upcoming is not None:
+                next_wake = min(next_wake, max((upcoming - now).total_seconds(), 0.0))
+        self._cancel_removed(set(states) - {jt.name for jt in recurring})
+        self._wake_at = time.monotonic() + next_wake
+        return created
+
+    def _schedule(self, job_type: JobType, state: JobSchedule | None, now: datetime):
+        last = state.last_occurrence if state is not None else None
+        todo = plan(
+            job_type.schedule, last, now, job_type.catch_up,
+            default_zone=settings.TIME_ZONE or "UTC",
+        )
+        if not todo.occurrences:
+            return 0, last
+        upcoming = todo.occurrences[-1]
+        db = jobs_settings.DATABASE
+        created = 0
+        with transaction.atomic(using=db):
+            if state is None:
+                JobSchedule.objects.bulk_create(
+                    [JobSchedule(name=job_type.name)], ignore_conflicts=True
+                )
+            for occurrence in todo.occurrences:
+                if last is not None and occurrence <= last:
+                    continue
+                created += _create_occurrence(job_type, occurrence, now)
+            JobSchedule.objects.filter(name=job_type.name).filter(
+                Q(last_occurrence__isnull=True) | Q(last_occurrence__lt=upcoming)
+            ).update(last_occurrence=upcoming, updated_at=now)
+            if todo.supersede_before is not None:
+                Job.objects.for_name(job_type.name).scheduled().filter(
+                    occurrence__lt=todo.supersede_before
+                ).update(
+                    status=JobStatus.CANCELLED, finished_at=now, unique_slot=None,
+                    error=f"superseded by a later occurrence (catch_up={job_type.catch_up!r})",
+                )
+        return created, upcoming
+
+    def _cancel_removed(self, names: set[str]) -> None:
+        """Recurring jobs gone from the code: their future rows would never run; say why."""
+        if not names:
+            return
+        Job.objects.filter(name__in=names, occurrence__isnull=False).scheduled().update(
+            status=JobStatus.CANCELLED, finished_at=timezone.now(), unique_slot=None,
+            error="the recurring job is no longer defined in the code",
+        )
+
+
+def _create_occurrence(job_type: JobType, occurrence: datetime, now: datetime) -> int:
+    row = Job(
+        name=job_type.name,
+        data={},
+        queue=job_type.queue,
+        priority=job_type.priority,
+        run_at=occurrence,
+        created_at=now,
+        max_attempts=job_type.max_attempts,
+        lock_key=job_type.lock_key_for({}),
+        occurrence=occurrence,
+    )
+    try:
+        with transaction.atomic(using=jobs_settings.DATABASE):
+            row.save(using=jobs_settings.DATABASE, force_insert=True)
+    except IntegrityError:
+        return 0  # another scheduler created this occurrence first
+    return 1
+
+
+def reset(name: str, reason: str) -> None:
+    """Forget the schedule position and cancel pending occurrences (pause, disable).
+
+    When the job comes back it starts from its next occurrence, not from what it missed.
+    """
+    now = timezone.now()
+    with transaction.atomic(using=jobs_settings.DATABASE):
+        JobSchedule.objects.filter(name=name).update(last_occurrence=None, updated_at=now)
+        Job.objects.for_name(name).scheduled().filter(occurrence__isnull=False).update(
+            status=JobStatus.CANCELLED, finished_at=now, unique_slot=None,
+            error=f"not run: {reason}",
+        )
