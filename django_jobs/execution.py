@@ -8,8 +8,8 @@ timed out or released, therefore changes nothing when it wakes up.
 from __future__ import annotations
 
 import logging
-import socket
 import os
+import socket
 import threading
 import time
 import traceback

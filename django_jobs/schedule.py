@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from croniter import croniter
 
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
