@@ -6,6 +6,7 @@ job enqueued in ``transaction.atomic()`` exists for workers only once that trans
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -128,6 +129,11 @@ def build_row(
     )
 
 
+def unique_slot(name: str, unique_key: str) -> str:
+    """The value of ``Job.unique_slot``: unique keys are scoped to their job type."""
+    return hashlib.sha256(f"{name}\0{unique_key}".encode()).hexdigest()
+
+
 def _save_unique(job_type: JobType, row: Job) -> Job:
     """Apply ``unique``: "skip" keeps the pending job, "replace" cancels it for the new one.
 
@@ -138,7 +144,8 @@ def _save_unique(job_type: JobType, row: Job) -> Job:
     policy = job_type.unique or "skip"
     for _ in range(5):
         with transaction.atomic(using=db):
-            pending = Job.objects.using(db).scheduled().filter(unique_slot=row.unique_key)
+            slot = unique_slot(job_type.name, row.unique_key)
+            pending = Job.objects.using(db).scheduled().filter(unique_slot=slot)
             if policy == "skip":
                 existing = pending.first()
                 if existing is not None:
@@ -150,7 +157,7 @@ def _save_unique(job_type: JobType, row: Job) -> Job:
                     finished_at=timezone.now(),
                     error="replaced by a newer job with the same unique key",
                 )
-            row.unique_slot = row.unique_key
+            row.unique_slot = slot
             try:
                 with transaction.atomic(using=db):
                     row.save(using=db, force_insert=True)

@@ -54,8 +54,9 @@ class Job(models.Model):
     locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
     cancel_requested_at = models.DateTimeField(_("cancel requested at"), null=True, blank=True)
     unique_key = models.CharField(_("unique key"), max_length=255, null=True, blank=True)
-    # unique_key while the row is scheduled, NULL otherwise: a plain unique constraint on it
-    # gives "one pending job per key" on every database, partial indexes or not.
+    # A digest of (name, unique_key) while the row is scheduled, NULL otherwise: a plain unique
+    # constraint on it gives "one pending job per key and type" on every database, partial
+    # indexes or not.
     unique_slot = models.CharField(max_length=255, null=True, blank=True, editable=False)
     lock_key = models.CharField(_("lock key"), max_length=255, null=True, blank=True)
     # A new id at every claim. Every write about a running row is fenced on it, so a worker

@@ -105,8 +105,7 @@ class Worker:
             self.wake.clear()
             try:
                 self._rescue_if_due()
-                if self.scheduler is not None:
-                    self.scheduler.tick_if_due()
+                self._schedule_if_due()
                 self._prune_if_due()
                 claimed = self._claim_into_free_slots()
                 failures = 0
@@ -148,6 +147,17 @@ class Worker:
             self._paused = list(PausedQueue.objects.values_list("queue", flat=True))
             self._paused_read_at = now
         return self._paused
+
+    def _schedule_if_due(self) -> None:
+        if self.scheduler is None:
+            return
+        try:
+            self.scheduler.tick_if_due()
+        except DatabaseError:
+            raise
+        except Exception:
+            # A user's next_run callable (or a broken schedule) must not stop the worker.
+            logger.exception("worker %s: the scheduler failed; running jobs carries on", self.id)
 
     def _prune_if_due(self) -> None:
         if time.monotonic() - self._last_prune < jobs_settings.PRUNE_INTERVAL:
