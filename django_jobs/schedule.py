@@ -43,6 +43,11 @@ def get_zone(name: str | tzinfo | None, default: str) -> tzinfo:
         raise ScheduleError(f"unknown time zone {key!r}") from exc
 
 
+def _unambiguous(local: datetime) -> bool:
+    """``True`` unless ``local`` is a wall time that the zone shows twice (clocks fell back)."""
+    return local.replace(fold=0).utcoffset() == local.replace(fold=1).utcoffset()
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When a recurring job runs: exactly one of cron, every or next_run is set."""
@@ -57,7 +62,14 @@ class Schedule:
         if self.cron:
             zone = get_zone(self.timezone, default_zone)
             local = after.astimezone(zone)
-            nxt = croniter(self.cron, local).get_next(datetime)
+            it = croniter(self.cron, local)
+            hourly = self.cron.split()[1] == "*"
+            for _ in range(200):  # an overlap is at most a couple of hours of minutes
+                nxt = it.get_next(datetime).astimezone(zone)
+                # When clocks fall back a wall time happens twice; a job at fixed hours runs at
+                # the first pass only (fold=0). Jobs of every hour run in both passes.
+                if hourly or not nxt.fold or _unambiguous(nxt):
+                    break
             return nxt.astimezone(UTC)
         if self.every:
             # Aligned to multiples of ``every`` since the epoch, so every scheduler, whatever

@@ -13,6 +13,8 @@ BASE_DIR = Path(__file__).resolve().parent
 # The suite's cron example stays off, so worker processes started by tests do not add its rows;
 # scheduling tests switch it on explicitly.
 os.environ.setdefault("JOBS_BILLING_INVOICE_SYNC_ENABLED", "false")
+# The every-second job of tests/concurrency/test_scheduler_processes.py: on only in its workers.
+os.environ.setdefault("JOBS_JOBSAPP_SCHEDULING_TICK_ENABLED", "false")
 env = environ.Env()
 
 SECRET_KEY = "django-jobs-tests"
@@ -40,6 +42,10 @@ if not default_db["ENGINE"].endswith("sqlite3"):
 if os.environ.get("DJANGO_JOBS_TEST_DB"):
     default_db["NAME"] = os.environ["DJANGO_JOBS_TEST_DB"]
 DATABASES = {"default": default_db}
+# A second alias on the same test database (a test mirror of "default"), so that tests can
+# prove DJANGO_JOBS["DATABASE"] sends every query of the job tables to the alias it names.
+DATABASES["jobs"] = {**{k: v for k, v in default_db.items() if k != "TEST"},
+                     "OPTIONS": dict(default_db.get("OPTIONS", {})), "TEST": {"MIRROR": "default"}}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

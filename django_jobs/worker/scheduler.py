@@ -77,11 +77,30 @@ class Scheduler:
         upcoming = todo.occurrences[-1]
         db = jobs_settings.DATABASE
         created = 0
+        if state is None:
+            # In its own short transaction: on MariaDB, an INSERT IGNORE that meets the row
+            # keeps a shared lock on it, which deadlocks against another scheduler's UPDATE below.
+            JobSchedule.objects.bulk_create(
+                [JobSchedule(name=job_type.name)], ignore_conflicts=True
+            )
         with transaction.atomic(using=db):
-            if state is None:
-                JobSchedule.objects.bulk_create(
-                    [JobSchedule(name=job_type.name)], ignore_conflicts=True
-                )
+            # Schedulers of one job take turns on its JobSchedule row and plan again from what
+            # the previous one wrote: without this, an insert racing the supersede UPDATE of
+            # another scheduler deadlocks on MariaDB. The unique constraint stays the backstop.
+            locked = (
+                JobSchedule.objects.select_for_update().filter(name=job_type.name)
+                .values_list("last_occurrence", "paused").first()
+            )
+            if locked is None or locked[1]:
+                return 0, None  # paused meanwhile
+            last = locked[0]
+            todo = plan(
+                job_type.schedule, last, now, job_type.catch_up,
+                default_zone=settings.TIME_ZONE or "UTC",
+            )
+            if not todo.occurrences:
+                return 0, last
+            upcoming = todo.occurrences[-1]
             for occurrence in todo.occurrences:
                 if last is not None and occurrence <= last:
                     continue
@@ -136,7 +155,9 @@ def reset(name: str, reason: str) -> None:
     now = timezone.now()
     with transaction.atomic(using=jobs_settings.DATABASE):
         JobSchedule.objects.filter(name=name).update(last_occurrence=None, updated_at=now)
+        # These occurrences never ran: release them (occurrence=NULL) so that the unique
+        # constraint lets a resume within the same interval create the next one again.
         Job.objects.for_name(name).scheduled().filter(occurrence__isnull=False).update(
-            status=JobStatus.CANCELLED, finished_at=now, unique_slot=None,
+            status=JobStatus.CANCELLED, finished_at=now, unique_slot=None, occurrence=None,
             error=f"not run: {reason}",
         )

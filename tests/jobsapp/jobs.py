@@ -197,3 +197,73 @@ def db_then_sleep(ctx: JobContext, seconds: float = 2.0, token: str = "") -> str
     time.sleep(seconds)
     Execution.objects.create(token=token or str(ctx.job.pk), job_id=ctx.job.pk)
     return token
+
+
+# -- added for tests/db/test_worker_*.py ---------------------------------------------------------
+
+
+@job(lock=True)
+def locked_raise(ctx: JobContext, kind: str = "error") -> None:
+    """A locked job leaving by an exception (``kind="keyboard"``: ``KeyboardInterrupt``)."""
+    if kind == "keyboard":
+        raise KeyboardInterrupt
+    raise RuntimeError("locked job fails on purpose")
+
+
+@job(lock=True)
+def locked_cancellable(ctx: JobContext, seconds: float = 30.0) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ctx.check_cancelled()
+        time.sleep(0.05)
+    return "finished"
+
+
+@job
+def phased_observed(ctx: JobContext) -> list:
+    """Runs weighted phases and returns what the row held after each flush."""
+    from django_jobs.models import Job
+
+    def stored():
+        ctx.flush()
+        row = Job.objects.values("progress", "progress_message").get(pk=ctx.job.pk)
+        return [row["progress"], row["progress_message"]]
+
+    seen = []
+    phases = ctx.phases({"download": 3, "parse": 1})
+    with phases("download") as p:
+        p.progress(0.5)
+        seen.append(stored())
+    seen.append(stored())
+    with phases("parse") as p:
+        p.progress(0.5, message="half")
+        seen.append(stored())
+    seen.append(stored())
+    return seen
+
+
+# -- added for tests/concurrency/test_scheduler_processes.py -------------------------------------
+
+
+@job(every=timedelta(seconds=1), catch_up="all")
+def scheduling_tick(ctx: JobContext) -> str:
+    """Recurring every second; records its occurrence in a table where it is UNIQUE.
+
+    Off unless ``JOBS_JOBSAPP_SCHEDULING_TICK_ENABLED=true`` (tests/settings.py defaults it to
+    false), so only the workers of the scheduler tests create its rows."""
+    from .models import OccurrenceRun
+
+    OccurrenceRun.objects.create(
+        occurrence=ctx.job.occurrence, job_id=ctx.job.pk, worker=ctx.job.worker
+    )
+    return ctx.job.occurrence.isoformat()
+
+
+@job(max_attempts=2, retry_delay=0)
+def db_then_sleep_retried(ctx: JobContext, seconds: float = 2.0, token: str = "") -> str:
+    """``db_then_sleep`` with a second attempt: a run whose connection was killed may fail,
+    and its retry must then run (once) on the same, reconnected, worker."""
+    Interval.objects.create(key="db_then_sleep_retried", job_id=ctx.job.pk, started=time.time())
+    time.sleep(seconds)
+    Execution.objects.create(token=token or str(ctx.job.pk), job_id=ctx.job.pk)
+    return token

@@ -21,3 +21,12 @@ class Interval(models.Model):
     job_id = models.UUIDField()
     started = models.FloatField()
     ended = models.FloatField(null=True)
+
+
+class OccurrenceRun(models.Model):
+    """One row per run of ``jobsapp.scheduling_tick``; ``occurrence`` is unique, so a second run
+    of the same occurrence is an IntegrityError, not a silent duplicate."""
+
+    occurrence = models.DateTimeField(unique=True)
+    job_id = models.UUIDField()
+    worker = models.CharField(max_length=100, default="")
