@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def enqueue(name: str, **data: Any) -> Job:
+def enqueue(name: str, /, **data: Any) -> Job:
     """Enqueue the registered job ``name`` with ``data``; options as for ``fn.enqueue()``."""
     from .enqueuing import enqueue as _enqueue
 

@@ -24,11 +24,11 @@ class ControlAPI:
     def get(self, name: str):  # provided by Registry
         raise NotImplementedError
 
-    def run(self, name: str, **data: Any) -> Any:
+    def run(self, name: str, /, **data: Any) -> Any:
         """Run the job ``name`` now in this process and return its result."""
         return self.get(name).run(**data)
 
-    def enqueue(self, name: str, **data: Any) -> Job:
+    def enqueue(self, name: str, /, **data: Any) -> Job:
         return self.get(name).enqueue(**data)
 
     def cancel(self, job_id_or_name: Any) -> int:

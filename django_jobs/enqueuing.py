@@ -28,7 +28,7 @@ ENQUEUE_OPTIONS = frozenset(
 )
 
 
-def enqueue(name: str, **data: Any) -> Job:
+def enqueue(name: str, /, **data: Any) -> Job:
     """Enqueue the registered job ``name``; same options as ``fn.enqueue()``."""
     return enqueue_job(registry.get(name), data)
 

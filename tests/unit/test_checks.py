@@ -1,0 +1,170 @@
+"""System checks: ``DJANGO_JOBS`` validation (E001-E004) and job type checks (E005, E006).
+
+The ids are those documented at the top of ``django_jobs/checks.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import checks as django_checks
+from django.test import override_settings
+
+from django_jobs import jobtypes
+from django_jobs.checks import check_job_types, check_settings
+from django_jobs.jobtypes import Registry, build_job_type
+
+
+def ids(errors) -> list[str]:
+    return [error.id for error in errors]
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch) -> Registry:
+    reg = Registry()
+    monkeypatch.setattr(jobtypes, "registry", reg)
+    return reg
+
+
+def _fn(ctx):
+    return None
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def test_the_suite_settings_pass_every_check():
+    assert check_settings() == []
+    assert check_job_types() == []
+
+
+def test_checks_are_registered_with_django():
+    registered = django_checks.registry.registry.get_checks()
+    assert check_settings in registered
+    assert check_job_types in registered
+
+
+@override_settings(DJANGO_JOBS={})
+def test_empty_settings_are_valid():
+    assert check_settings() == []
+
+
+@override_settings(DJANGO_JOBS={"DATABASE": "default", "GRACE": 0, "NOTIFY": False,
+                                "MAX_PAYLOAD_BYTES": 10, "POLL_INTERVAL": 0.1})
+def test_every_well_typed_value_is_valid_and_grace_may_be_zero():
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("value", [["DATABASE", "jobs"], "jobs", None])
+def test_settings_that_are_not_a_dict_are_e001(value):
+    with override_settings(DJANGO_JOBS=value):
+        errors = check_settings()
+    assert ids(errors) == ["django_jobs.E001"]
+    assert type(value).__name__ in errors[0].msg
+
+
+@override_settings(DJANGO_JOBS={"POLL_INTERVALL": 1.0})
+def test_unknown_key_is_e002_with_a_did_you_mean():
+    errors = check_settings()
+    assert ids(errors) == ["django_jobs.E002"]
+    assert "'POLL_INTERVALL'" in errors[0].msg
+    assert errors[0].hint == "Did you mean 'POLL_INTERVAL'?"
+
+
+@override_settings(DJANGO_JOBS={"QWERTY": 1})
+def test_unknown_key_without_a_close_match_lists_the_known_keys():
+    errors = check_settings()
+    assert ids(errors) == ["django_jobs.E002"]
+    assert "Known keys:" in errors[0].hint
+    assert "HEARTBEAT_INTERVAL" in errors[0].hint
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("HEARTBEAT_INTERVAL", "5"),
+        ("NOTIFY", 1),
+        ("NOTIFY", "yes"),
+        ("MAX_PAYLOAD_BYTES", 1.5),
+        ("MAX_PAYLOAD_BYTES", True),
+        ("MAX_TEXT_LENGTH", "20000"),
+        ("DATABASE", 0),
+        ("GRACE", None),
+    ],
+)
+def test_wrong_type_is_e003(key, value):
+    with override_settings(DJANGO_JOBS={key: value}):
+        errors = check_settings()
+    assert ids(errors) == ["django_jobs.E003"]
+    assert repr(key) in errors[0].msg
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("HEARTBEAT_INTERVAL", 0), ("POLL_INTERVAL", -1.0), ("MAX_PAYLOAD_BYTES", 0),
+     ("GRACE", -1)],
+)
+def test_out_of_range_value_is_e003(key, value):
+    with override_settings(DJANGO_JOBS={key: value}):
+        errors = check_settings()
+    assert ids(errors) == ["django_jobs.E003"]
+    assert "positive" in errors[0].msg
+
+
+@override_settings(DJANGO_JOBS={"DATABASE": "jobz"})
+def test_database_alias_that_is_not_configured_is_e004():
+    errors = check_settings()
+    assert ids(errors) == ["django_jobs.E004"]
+    assert "'jobz'" in errors[0].msg
+    assert "default" in errors[0].hint
+
+
+@override_settings(DJANGO_JOBS={"BOGUS": 1, "NOTIFY": "no", "DATABASE": "missing"})
+def test_every_problem_is_reported_at_once():
+    assert sorted(ids(check_settings())) == [
+        "django_jobs.E002", "django_jobs.E003", "django_jobs.E004",
+    ]
+
+
+# -- job types ----------------------------------------------------------------------------------
+
+
+def test_bad_env_flag_value_is_e005(fresh_registry, monkeypatch):
+    fresh_registry.register(build_job_type(_fn, {"name": "acme:report-sync"}))
+    monkeypatch.setenv("JOBS_ACME_REPORT_SYNC_ENABLED", "perhaps")
+    errors = check_job_types()
+    assert ids(errors) == ["django_jobs.E005"]
+    assert "JOBS_ACME_REPORT_SYNC_ENABLED='perhaps'" in errors[0].msg
+    assert "'acme:report-sync'" in errors[0].msg
+
+
+@pytest.mark.parametrize("raw", ["true", "0", "OFF", "yes"])
+def test_readable_env_flag_values_pass(fresh_registry, monkeypatch, raw):
+    fresh_registry.register(build_job_type(_fn, {"name": "t.flagged"}))
+    monkeypatch.setenv("JOBS_T_FLAGGED_ENABLED", raw)
+    assert check_job_types() == []
+
+
+def test_bad_env_flag_of_a_real_job_of_the_suite_is_e005(monkeypatch):
+    monkeypatch.setenv("JOBS_JOBSAPP_ECHO_ENABLED", "2")
+    errors = check_job_types()
+    assert ids(errors) == ["django_jobs.E005"]
+    assert "'jobsapp.echo'" in errors[0].msg
+
+
+def test_schedule_that_cannot_compute_its_next_run_is_e006(fresh_registry):
+    def broken(last):
+        raise RuntimeError("no calendar")
+
+    fresh_registry.register(build_job_type(_fn, {"name": "t.broken", "next_run": broken}))
+    fresh_registry.register(build_job_type(_fn, {"name": "t.fine", "every": timedelta(hours=1)}))
+    errors = check_job_types()
+    assert ids(errors) == ["django_jobs.E006"]
+    assert "'t.broken'" in errors[0].msg
+    assert "no calendar" in errors[0].msg
+
+
+def test_next_run_returning_a_non_datetime_is_e006(fresh_registry):
+    fresh_registry.register(build_job_type(_fn, {"name": "t.none", "next_run": lambda last: None}))
+    assert ids(check_job_types()) == ["django_jobs.E006"]
