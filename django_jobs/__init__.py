@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import JobContext
 from .exceptions import (
+    InvalidJobState,
     JobAlreadyRunning,
     JobCancelled,
     JobDisabled,
@@ -30,6 +31,7 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "JobType",
+    "InvalidJobState",
     "UnknownJob",
     "enqueue",
     "job",

@@ -33,3 +33,7 @@ class UnknownJob(JobError, LookupError):
 
 class JobNotFound(JobError, LookupError):
     """No job row has that id."""
+
+
+class InvalidJobState(JobError, ValueError):
+    """The job is not in a state that allows this (e.g. retrying a running job)."""

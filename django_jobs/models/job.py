@@ -125,6 +125,37 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.status}) {self.pk}"
 
+    def retry(self, *, created_by=None) -> Job:
+        """Schedule a new run with this run's payload, linked by ``rescheduled_from``.
+
+        Refused while this run is scheduled or running: a retry must never become a second
+        concurrent run of the same work.
+        """
+        from ..exceptions import InvalidJobState
+
+        current = Job.objects.filter(pk=self.pk).values_list("status", flat=True).first()
+        if current not in FINISHED_STATUSES:
+            raise InvalidJobState(
+                f"job {self.pk} is {current or 'gone'}; only a finished job can be retried"
+            )
+        now = timezone.now()
+        retry = Job(
+            name=self.name, data=self.data, queue=self.queue, priority=self.priority,
+            run_at=now, created_at=now, max_attempts=self.max_attempts, lock_key=self.lock_key,
+            unique_key=self.unique_key, rescheduled_from_id=self.pk, meta=self.meta,
+            created_by_id=getattr(created_by, "pk", created_by) or self.created_by_id,
+        )
+        retry.save(using=Job.objects.db, force_insert=True)
+        return retry
+
+    def run_now(self) -> bool:
+        """Make this scheduled job due at once; ``False`` if it is no longer scheduled."""
+        now = timezone.now()
+        won = Job.objects.filter(pk=self.pk, status=JobStatus.SCHEDULED).update(run_at=now)
+        if won:
+            self.run_at = now
+        return won == 1
+
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
