@@ -57,13 +57,15 @@ def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]
 
     def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "django", "runjobs", *args],
-            cwd=ROOT,
-            env={**worker_env, **(env or {})},
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        # The child keeps its own copy of the descriptor; ours is closed at once.
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "django", "runjobs", *args],
+                cwd=ROOT,
+                env={**worker_env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         worker = WorkerProcess(proc, log)
         started.append(worker)
         return worker

@@ -1,0 +1,87 @@
+"""Helpers for the tests that prove the worker's promises with real ``runjobs`` processes."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+
+from tests.conftest import WorkerProcess, wait_for
+
+
+def vendor() -> str:
+    return connection.vendor
+
+
+def worker_name(worker: WorkerProcess) -> str:
+    """The ``worker`` column a process writes on the rows it claims (``host:pid``)."""
+    return f"{socket.gethostname()}:{worker.pid}"
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@pytest.fixture
+def marker_dir(tmp_path):
+    path = tmp_path / "markers"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def worker(start_worker, marker_dir) -> Callable[..., WorkerProcess]:
+    """Start a ``runjobs`` process and wait until it says it is up (its INFO start line)."""
+
+    def start(*args: str, ready: bool = True, env: dict[str, str] | None = None):
+        proc = start_worker(
+            *args,
+            env={"JOBS_LOG_LEVEL": "INFO", "DJANGO_JOBS_TEST_MARKER_DIR": str(marker_dir),
+                 **(env or {})},
+        )
+        if ready:
+            wait_until_started(proc)
+        return proc
+
+    return start
+
+
+def wait_until_started(proc: WorkerProcess, timeout: float = 30) -> None:
+    def up():
+        if proc.proc.poll() is not None:
+            raise AssertionError(f"worker exited with {proc.proc.returncode}:\n{proc.output()}")
+        return " started: " in proc.output()
+
+    try:
+        wait_for(up, timeout=timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- worker log ---\n{proc.output()}") from None
+
+
+def wait_or_explain(predicate, timeout: float, *workers: WorkerProcess, what: str = ""):
+    """``wait_for`` whose failure message carries the workers' logs."""
+    try:
+        return wait_for(predicate, timeout=timeout)
+    except AssertionError as exc:
+        logs = "\n".join(f"--- worker {w.pid} ---\n{w.output()}" for w in workers)
+        raise AssertionError(f"{what}: {exc}\n{logs}") from None
+
+
+def stop_all(*workers: WorkerProcess, timeout: float = 30) -> list[int]:
+    """SIGTERM every worker and return their exit statuses."""
+    import signal
+
+    for w in workers:
+        if w.proc.poll() is None:
+            w.signal(signal.SIGTERM)
+    return [w.wait(timeout=timeout) for w in workers]
+
+
+def logs(*workers: WorkerProcess) -> str:
+    return "\n".join(f"--- worker {w.pid} ---\n{w.output()}" for w in workers)
