@@ -22,20 +22,34 @@ apt_install() {
 }
 
 ensure_venv() {
-  # $1: extra pip requirements (a file), optional.
-  local stamp="$VENV/.django-jobs-installed"
+  # ensure_venv DIR PYTHON [pip requirement arguments...]: a virtualenv with django-jobs
+  # installed in editable mode plus the given requirements; reinstalled when they change.
+  local venv="$1" python="$2"; shift 2
+  local stamp="$venv/.django-jobs-installed"
   local want
-  want="$(cat "$ROOT/pyproject.toml" ${1:+"$1"} | sha1sum | cut -c1-12)"
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating virtualenv $VENV"
-    "$PYTHON_BIN" -m venv "$VENV"
+  want="$( (cat "$ROOT/pyproject.toml" "$ROOT/requirements-test.txt"; echo "$*") | sha1sum | cut -c1-12)"
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating virtualenv $venv ($python)"
+    "$python" -m venv "$venv"
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    log "installing django-jobs${1:+ and $(basename "$1")} into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install -q -e "$ROOT" ${1:+-r "$1"}
+    log "installing django-jobs into $venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q -e "$ROOT" "$@"
     echo "$want" > "$stamp"
   fi
+}
+
+python_for() {
+  # The first interpreter found for a version (3.12, 3.13): on PATH or under pyenv.
+  # (A pyenv shim answers to the name even when it cannot run it, so each one is tried.)
+  local version="$1" candidate
+  for candidate in /root/.pyenv/versions/"$version".*/bin/python "$(command -v "python$version")"; do
+    if [ -x "$candidate" ] && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$version'.split('.')))" 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  return 1
 }
 
 start_postgresql() {
