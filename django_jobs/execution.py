@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
-from django.utils import timezone
 
+from . import clock
 from . import payload, signals
 from .conf import jobs_settings
 from .models import Job, JobStatus, JobTypeLock
@@ -70,10 +70,11 @@ class Execution:
         self.claim_id = job.claim_id
         self.worker = worker
         timeout = job_type.timeout if job_type else timedelta(minutes=5)
-        self.deadline: datetime = (job.started_at or timezone.now()) + timeout
+        self.deadline: datetime = (job.started_at or clock.now()) + timeout
         self.finished = threading.Event()  # set once an outcome is written (by anyone)
         self.timed_out = False
         self.lost = False  # the claim was taken away: stop writing, stop working
+        self.lingering_lock = False  # finished (timed out) but its thread still runs
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -95,11 +96,11 @@ class Execution:
 
     @property
     def past_deadline(self) -> bool:
-        return timezone.now() >= self.deadline
+        return clock.now() >= self.deadline
 
     def extend(self, seconds: float) -> datetime:
         """Push the deadline so that at least ``seconds`` remain; persist the lease."""
-        target = timezone.now() + timedelta(seconds=seconds)
+        target = clock.now() + timedelta(seconds=seconds)
         with self._lock:
             if target > self.deadline:
                 self.deadline = target
@@ -112,15 +113,24 @@ class Execution:
 
     # -- endings -----------------------------------------------------------------------------
 
-    def finish(self, outcome: Outcome, extra: dict[str, Any] | None = None) -> bool:
-        """Write the outcome (retrying passing database errors); ``True`` if it was ours."""
+    def finish(
+        self, outcome: Outcome, extra: dict[str, Any] | None = None, *, keep_lock: bool = False
+    ) -> bool:
+        """Write the outcome (retrying passing database errors); ``True`` if it was ours.
+
+        With ``keep_lock`` the lock key stays held (``lingering_lock``) until
+        ``release_lingering_lock()``, called once the run's thread has really returned.
+        """
         with self._lock:
             if self.finished.is_set():
                 return False
             won = with_db_retry(
-                lambda: record_outcome(self.job, self.claim_id, outcome, extra=extra)
+                lambda: record_outcome(
+                    self.job, self.claim_id, outcome, extra=extra, keep_lock=keep_lock
+                )
             )
             self.finished.set()
+            self.lingering_lock = bool(won and keep_lock and self.job.lock_key)
         if not won:
             self.lost = True
             return False
@@ -133,6 +143,18 @@ class Execution:
         if outcome.status == JobStatus.FAILED and hook:
             call_hook(hook, self.job, outcome.exc, "on_error")
         return True
+
+    def release_lingering_lock(self) -> None:
+        """Free the lock key a timed-out run kept while its thread was still running."""
+        with self._lock:
+            if not self.lingering_lock:
+                return
+            self.lingering_lock = False
+        with_db_retry(
+            lambda: JobTypeLock.objects.filter(
+                key=self.job.lock_key, claim_id=self.claim_id
+            ).delete()
+        )
 
     def release(self) -> bool:
         """Give the row back to the queue untouched by this run (shutdown past grace)."""
@@ -159,10 +181,15 @@ def record_outcome(
     *,
     extra: dict[str, Any] | None = None,
     guard: dict[str, Any] | None = None,
+    keep_lock: bool = False,
 ) -> bool:
-    """Fenced final write, lock release and retry scheduling, in one transaction."""
+    """Fenced final write, lock release and retry scheduling, in one transaction.
+
+    ``keep_lock`` leaves the lock key held by this claim: the run's thread is still executing
+    (it ignored its timeout), and the key must not pass to another run until it returns.
+    """
     db = jobs_settings.DATABASE
-    now = timezone.now()
+    now = clock.now()
     limit = jobs_settings.MAX_TEXT_LENGTH
     fields: dict[str, Any] = {
         "status": outcome.status,
@@ -181,7 +208,7 @@ def record_outcome(
             fence = fence.filter(**guard)
         if fence.update(**fields) != 1:
             return False
-        if job.lock_key:
+        if job.lock_key and not keep_lock:
             JobTypeLock.objects.filter(key=job.lock_key, claim_id=claim_id).delete()
         if outcome.status == JobStatus.FAILED and outcome.retry:
             schedule_retry(job, now)

@@ -9,8 +9,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
-from django.utils import timezone
 
+from . import clock
 from . import payload, signals
 from .conf import jobs_settings
 from .context import JobContext
@@ -53,6 +53,7 @@ def execute(execution: Execution) -> Outcome:
         if outcome.status == JobStatus.FAILED:
             logger.error("[%s] failed: %s", job.name, outcome.error.splitlines()[0][:500])
         execution.finish(outcome)
+        execution.release_lingering_lock()
     return outcome
 
 
@@ -88,7 +89,7 @@ def start_row(job_type: JobType, data: dict[str, Any]) -> Execution:
     if not job_type.is_enabled:
         raise JobDisabled(f"job {job_type.name!r} is disabled")
     row = build_row(job_type, data)
-    now = timezone.now()
+    now = clock.now()
     me = worker_id()
     row.status = JobStatus.RUNNING
     row.claim_id = uuid.uuid4()

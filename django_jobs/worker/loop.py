@@ -267,6 +267,8 @@ class Worker:
             leftover = list(self._running.values())
         for execution in leftover:
             # Heartbeats continue until here, so nobody rescues a job that is still draining.
+            # The process exits right after this (see runjobs), taking the threads with it.
+            execution.release_lingering_lock()
             if execution.release():
                 self.stats.released += 1
                 logger.warning("[%s] %s released back to the queue", execution.job.name,

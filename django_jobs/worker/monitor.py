@@ -11,11 +11,11 @@ import threading
 import time
 
 from django.db import DatabaseError, connections
-from django.utils import timezone
 
+from .. import clock
 from ..conf import jobs_settings
-from ..execution import Execution, Outcome
-from ..models import Job, JobStatus
+from ..execution import Execution, Outcome, lease_margin
+from ..models import Job, JobStatus, JobTypeLock
 
 logger = logging.getLogger("django_jobs")
 
@@ -63,6 +63,7 @@ class Monitor(threading.Thread):
     def beat(self) -> None:
         """One UPDATE refreshing ``heartbeat_at`` of every job this process runs."""
         self._last_beat = time.monotonic()
+        self._renew_lingering_locks()
         executions = self.snapshot()
         if not executions:
             return
@@ -70,9 +71,20 @@ class Monitor(threading.Thread):
             pk__in=[e.job.pk for e in executions],
             claim_id__in={e.claim_id for e in executions},
             status=JobStatus.RUNNING,
-        ).update(heartbeat_at=timezone.now())
+        ).update(heartbeat_at=clock.now())
         if updated < len(executions):
             self._mark_lost(executions)
+
+    def _renew_lingering_locks(self) -> None:
+        with self._guard:
+            lingering = [e for e in self._executions.values() if e.lingering_lock]
+        if not lingering:
+            return
+        lease = clock.now() + lease_margin()
+        for execution in lingering:
+            JobTypeLock.objects.filter(
+                key=execution.job.lock_key, claim_id=execution.claim_id
+            ).update(locked_until=lease)
 
     def _mark_lost(self, executions: list[Execution]) -> None:
         """Some claims were taken away (rescued by a peer): tell their contexts."""
@@ -97,4 +109,6 @@ class Monitor(threading.Thread):
                 timeout = execution.job_type.timeout if execution.job_type else "its timeout"
                 logger.error("[%s] %s timed out after %s", execution.job.name,
                              execution.job.pk, timeout)
-                execution.finish(Outcome.failed(f"timed out after {timeout}"))
+                # The thread may go on running: its lock key stays held (and its lease
+                # renewed by beat()) until it returns, so no second run can overlap it.
+                execution.finish(Outcome.failed(f"timed out after {timeout}"), keep_lock=True)

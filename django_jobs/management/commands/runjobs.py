@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_jobs.worker.loop import Worker, WorkerOptions
+from django_jobs.worker.loop import EXIT_RELEASED, Worker, WorkerOptions
 
 
 def _positive_int(text: str) -> int:
@@ -96,5 +97,12 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         status = Worker(worker_options).run()
+        if status == EXIT_RELEASED:
+            # Released jobs may still be executing on their threads: leave now, without
+            # waiting for interpreter shutdown, so they cannot touch anything any more.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
         if status:
             sys.exit(status)
