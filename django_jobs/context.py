@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.utils import timezone
 
+from . import clock
 from .conf import jobs_settings
 from .exceptions import JobCancelled, JobTimeout
 from .payload import truncate
@@ -107,7 +107,7 @@ class JobContext:
             raise TypeError(f"progress() takes a number from 0 to 1, not {fraction!r}") from None
         if fraction != fraction:  # NaN
             raise ValueError("progress() got NaN")
-        now = timezone.now()
+        now = clock.now()
         if eta is None and fraction >= 0.05:
             elapsed = time.monotonic() - self._started
             eta_at = now + timedelta(seconds=elapsed / fraction * (1 - fraction))

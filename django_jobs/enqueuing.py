@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import payload
+from . import clock, payload
 from .conf import jobs_settings
 from .jobtypes import QUEUE_MAX_LENGTH, check_priority, registry
 from .models import Job, JobStatus
@@ -49,7 +49,7 @@ def enqueue_many(
     unknown = set(options) - ENQUEUE_OPTIONS
     if unknown:
         raise TypeError(f"enqueue_many() got unknown options: {', '.join(sorted(unknown))}")
-    now = timezone.now()
+    now = clock.now()
     rows = []
     for index, data in enumerate(payloads):
         if not isinstance(data, Mapping):
@@ -82,7 +82,7 @@ def build_row(
     what: str = "payload",
 ) -> Job:
     """An unsaved ``Job`` for one call, or a clear error naming the bad argument."""
-    now = now or timezone.now()
+    now = now or clock.now()
     label = f"{what} of job {job_type.name!r}"
     payload.dumps(data, what=label, limit=jobs_settings.MAX_PAYLOAD_BYTES)
     if meta is None:
@@ -154,7 +154,7 @@ def _save_unique(job_type: JobType, row: Job) -> Job:
                 pending.update(
                     status=JobStatus.CANCELLED,
                     unique_slot=None,
-                    finished_at=timezone.now(),
+                    finished_at=clock.now(),
                     error="replaced by a newer job with the same unique key",
                 )
             row.unique_slot = slot

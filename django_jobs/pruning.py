@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.utils import timezone
 
+from . import clock
 from .jobtypes import registry
 from .models import Job
 
@@ -19,7 +19,7 @@ DEFAULT_KEEP = timedelta(days=7)
 
 def prune(now: datetime | None = None, *, batch: int = 1000, max_batches: int | None = None) -> int:
     """Delete expired finished rows; return how many were deleted."""
-    now = now or timezone.now()
+    now = now or clock.now()
     deleted = 0
     batches = 0
     registered = {jt.name: jt.keep for jt in registry}

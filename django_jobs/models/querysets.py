@@ -6,14 +6,14 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Exists, OuterRef
-from django.utils import timezone
+from django.db.models import Exists, Max, Min, OuterRef, Q
 
+from .. import clock
 from ..conf import jobs_settings
 
 
 def _now(now: datetime | None) -> datetime:
-    return now if now is not None else timezone.now()
+    return now if now is not None else clock.now()
 
 
 class JobQuerySet(models.QuerySet):
@@ -76,6 +76,35 @@ class JobQuerySet(models.QuerySet):
     def latest_for(self, name: str) -> models.Model | None:
         """The most recently created run of ``name``, or ``None``."""
         return self.for_name(name).alive().order_by("-created_at").first()
+
+    def next_run_by_name(self, names: Iterable[str]) -> dict[str, datetime]:
+        """The earliest scheduled ``run_at`` of each of ``names``, in one grouped query."""
+        rows = (
+            self.scheduled().filter(name__in=list(names)).order_by()
+            .values("name").annotate(next_run=Min("run_at"))
+        )
+        return {row["name"]: row["next_run"] for row in rows}
+
+    def last_finished_by_name(self, names: Iterable[str]) -> dict[str, models.Model]:
+        """The latest finished run of each of ``names``: two queries, however many names.
+
+        Payload, result, error and meta are deferred; these rows are for summaries.
+        """
+        latest = (
+            self.finished().filter(name__in=list(names)).order_by()
+            .values("name").annotate(last=Max("finished_at"))
+        )
+        match = Q()
+        for row in latest:
+            if row["last"] is not None:
+                match |= Q(name=row["name"], finished_at=row["last"])
+        if not match:
+            return {}
+        found: dict[str, models.Model] = {}
+        rows = self.finished().filter(match).defer("data", "result", "error", "meta")
+        for job in rows.order_by("name", "-created_at"):
+            found.setdefault(job.name, job)
+        return found
 
     def cancel(self, now: datetime | None = None) -> tuple[int, int]:
         """Cancel these jobs: scheduled ones at once, running ones by request.

@@ -14,9 +14,8 @@ from contextlib import contextmanager
 from datetime import datetime
 
 from django.db import connections, transaction
-from django.utils import timezone
 
-from .. import locks
+from .. import clock, locks
 from ..conf import jobs_settings
 from ..execution import lease_margin
 from ..jobtypes import registry
@@ -51,7 +50,7 @@ def claim(
         return []
     db = jobs_settings.DATABASE
     connection = connections[db]
-    now = now or timezone.now()
+    now = now or clock.now()
     claim_id = uuid.uuid4()
     skip_locked = connection.features.has_select_for_update_skip_locked
     with _immediate(connection), transaction.atomic(using=db):

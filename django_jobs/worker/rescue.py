@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from django.utils import timezone
 
+from .. import clock
 from ..execution import Outcome, call_hook, record_outcome
 from ..jobtypes import registry
 from ..models import Job
@@ -23,7 +23,7 @@ BATCH = 100
 
 def rescue_stale(now: datetime | None = None) -> list[Job]:
     """Fail every stale row (retrying it if attempts remain); return those this call rescued."""
-    now = now or timezone.now()
+    now = now or clock.now()
     rescued = []
     for job in Job.objects.stale(now).order_by("locked_until")[:BATCH]:
         outcome = Outcome.failed(

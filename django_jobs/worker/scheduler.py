@@ -16,8 +16,8 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from .. import clock
 from ..conf import jobs_settings
 from ..jobtypes import JobType, registry
 from ..models import Job, JobSchedule, JobStatus
@@ -43,7 +43,7 @@ class Scheduler:
 
     def tick(self, now: datetime | None = None) -> int:
         """Create what is due for every recurring job; return the number of rows created."""
-        now = now or timezone.now()
+        now = now or clock.now()
         recurring = [jt for jt in registry if jt.is_recurring]
         states = {s.name: s for s in JobSchedule.objects.all()}
         created = 0
@@ -122,7 +122,7 @@ class Scheduler:
         if not names:
             return
         Job.objects.filter(name__in=names, occurrence__isnull=False).scheduled().update(
-            status=JobStatus.CANCELLED, finished_at=timezone.now(), unique_slot=None,
+            status=JobStatus.CANCELLED, finished_at=clock.now(), unique_slot=None,
             error="the recurring job is no longer defined in the code",
         )
 
@@ -152,7 +152,7 @@ def reset(name: str, reason: str) -> None:
 
     When the job comes back it starts from its next occurrence, not from what it missed.
     """
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic(using=jobs_settings.DATABASE):
         JobSchedule.objects.filter(name=name).update(last_occurrence=None, updated_at=now)
         # These occurrences never ran: release them (occurrence=NULL) so that the unique
