@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-
 from . import clock
 from .conf import jobs_settings
 from .exceptions import JobCancelled, JobTimeout

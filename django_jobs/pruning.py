@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-
 from . import clock
 from .jobtypes import registry
 from .models import Job

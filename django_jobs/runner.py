@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections, transaction
 
-from . import clock
-from . import payload, signals
+from . import clock, payload, signals
 from .conf import jobs_settings
 from .context import JobContext
 from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout

@@ -7,6 +7,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .. import clock
 from .querysets import JobManager
 
 
@@ -138,7 +139,7 @@ class Job(models.Model):
             raise InvalidJobState(
                 f"job {self.pk} is {current or 'gone'}; only a finished job can be retried"
             )
-        now = timezone.now()
+        now = clock.now()
         retry = Job(
             name=self.name, data=self.data, queue=self.queue, priority=self.priority,
             run_at=now, created_at=now, max_attempts=self.max_attempts, lock_key=self.lock_key,
@@ -150,7 +151,7 @@ class Job(models.Model):
 
     def run_now(self) -> bool:
         """Make this scheduled job due at once; ``False`` if it is no longer scheduled."""
-        now = timezone.now()
+        now = clock.now()
         won = Job.objects.filter(pk=self.pk, status=JobStatus.SCHEDULED).update(run_at=now)
         if won:
             self.run_at = now
@@ -164,5 +165,5 @@ class Job(models.Model):
     def duration(self):
         if self.started_at is None:
             return None
-        end = self.finished_at or timezone.now()
+        end = self.finished_at or clock.now()
         return end - self.started_at

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-
 from .. import clock
 from ..execution import Outcome, call_hook, record_outcome
 from ..jobtypes import registry
