@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import InterfaceError, OperationalError, connections, transaction
 
-from . import clock
-from . import payload, signals
+from . import clock, payload, signals
 from .conf import jobs_settings
 from .models import Job, JobStatus, JobTypeLock
 from .retry import retry_delay, should_retry
@@ -79,6 +78,19 @@ class Execution:
 
     def __repr__(self) -> str:
         return f"<Execution {self.job.name} {self.job.pk}>"
+
+    def begin(self) -> None:
+        """The run starts on its thread now: its timeout counts from here.
+
+        A prefetched row may have waited in memory since its claim; if that ate into its
+        lease, the lease is pushed out so that nobody rescues a run that just began.
+        """
+        now = clock.now()
+        claimed_at = self.job.started_at or now
+        timeout = self.deadline - claimed_at
+        self.deadline = now + timeout
+        if now - claimed_at > lease_margin() / 2:
+            self.extend(timeout.total_seconds())
 
     # -- the fence ---------------------------------------------------------------------------
 
@@ -202,10 +214,18 @@ def record_outcome(
         fields["progress"] = 1.0
         fields["eta"] = None
     fields.update(extra or {})
+    fence = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, claim_id=claim_id)
+    if guard:
+        fence = fence.filter(**guard)
+    may_retry = (
+        outcome.status == JobStatus.FAILED
+        and outcome.retry
+        and should_retry(job.attempt, job.max_attempts)
+    )
+    if not may_retry and (keep_lock or not job.lock_key):
+        # Nothing else to write: one statement, no transaction (the common, fast path).
+        return fence.update(**fields) == 1
     with transaction.atomic(using=db):
-        fence = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, claim_id=claim_id)
-        if guard:
-            fence = fence.filter(**guard)
         if fence.update(**fields) != 1:
             return False
         if job.lock_key and not keep_lock:

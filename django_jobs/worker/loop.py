@@ -34,6 +34,11 @@ logger = logging.getLogger("django_jobs")
 EXIT_RELEASED = 75
 #: Seconds between two reads of the paused queues.
 PAUSE_CHECK_INTERVAL = 2.0
+#: While jobs take less than SHORT_JOB seconds on average, a worker claims up to PREFETCH more
+#: than it has threads, so claims are batched and the next job is already in memory. Long
+#: jobs turn it off: a worker must not sit on work that idle peers could take.
+PREFETCH = 16
+SHORT_JOB = 0.05
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Worker:
         self._paused: list[str] = []
         self._paused_read_at = 0.0
         self.scheduler = Scheduler() if self.options.scheduler else None
+        self._average_duration: float | None = None  # moving average of job run times
 
     # -- the life of a worker ----------------------------------------------------------------
 
@@ -120,8 +126,20 @@ class Worker:
             self.wake.wait(self._sleep_time(poll))
         return self._shutdown()
 
+    def _capacity(self) -> int:
+        """Jobs this worker holds at once: its threads, plus a prefetch while jobs are short."""
+        concurrency = self.options.concurrency
+        average = self._average_duration
+        if average is not None and average < SHORT_JOB:
+            return concurrency + max(PREFETCH, concurrency)
+        return concurrency
+
     def _claim_into_free_slots(self) -> int:
-        free = self.options.concurrency - self.busy
+        capacity = self._capacity()
+        free = capacity - self.busy
+        if self._inbox.qsize() and free < capacity - self.options.concurrency:
+            # Jobs are still waiting for a thread: claim again once they run out, in one batch.
+            return 0
         if self.options.max_jobs is not None:
             free = min(free, self.options.max_jobs - self.stats.claimed)
         if free <= 0:
@@ -215,7 +233,13 @@ class Worker:
             execution = self._inbox.get()
             if execution is None:
                 break
+            if self.stopping.is_set():
+                # Claimed but never started: back to the queue at once, no grace needed.
+                self._release_unstarted(execution)
+                continue
+            started = time.monotonic()
             try:
+                execution.begin()
                 outcome = execute(execution)
                 key = str(outcome.status)
                 self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
@@ -223,6 +247,11 @@ class Worker:
                 logger.exception("[%s] the job thread caught an escaping error",
                                  execution.job.name)
             finally:
+                elapsed = time.monotonic() - started
+                average = self._average_duration
+                self._average_duration = (
+                    elapsed if average is None else 0.8 * average + 0.2 * elapsed
+                )
                 self.monitor.discard(execution)
                 with self._running_guard:
                     self._running.pop(execution.job.pk, None)
@@ -254,7 +283,28 @@ class Worker:
         self.stopping.set()
         self.wake.set()
 
+    def _release_unstarted(self, execution: Execution) -> None:
+        try:
+            if execution.release():
+                self.stats.released += 1
+        except DatabaseError:
+            logger.warning("[%s] could not release %s", execution.job.name, execution.job.pk,
+                           exc_info=True)
+        finally:
+            self.monitor.discard(execution)
+            with self._running_guard:
+                self._running.pop(execution.job.pk, None)
+            self.wake.set()
+
     def _shutdown(self) -> int:
+        # Prefetched jobs that no thread has started go back to the queue first.
+        while True:
+            try:
+                pending = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if pending is not None:
+                self._release_unstarted(pending)
         grace = self.options.grace if self.options.grace is not None else jobs_settings.GRACE
         if self.busy:
             logger.info("worker %s stopping: %d job(s) running, grace %.0fs", self.id,
