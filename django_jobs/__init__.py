@@ -12,6 +12,7 @@ from .exceptions import (
     JobDisabled,
     JobError,
     JobNotFound,
+    JobStillRunning,
     JobTimeout,
     UnknownJob,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "JobDisabled",
     "JobError",
     "JobNotFound",
+    "JobStillRunning",
     "JobTimeout",
     "JobType",
     "InvalidJobState",

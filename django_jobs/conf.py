@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PAYLOAD_BYTES": 1_000_000,
     # Longest stored error text (message and traceback) or progress message, in characters.
     "MAX_TEXT_LENGTH": 20_000,
+    # Run every enqueued job at once, in the enqueuing process (tests; see docs/testing.md).
+    "EAGER": False,
 }
 
 #: Expected type(s) per setting, for the system checks.
@@ -49,6 +51,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "NOTIFY": (bool,),
     "MAX_PAYLOAD_BYTES": (int,),
     "MAX_TEXT_LENGTH": (int,),
+    "EAGER": (bool,),
 }
 
 
@@ -108,6 +111,10 @@ class Settings:
     @property
     def MAX_TEXT_LENGTH(self) -> int:
         return int(self._get("MAX_TEXT_LENGTH"))
+
+    @property
+    def EAGER(self) -> bool:
+        return bool(self._get("EAGER"))
 
 
 jobs_settings = Settings()

@@ -1,12 +1,36 @@
-"""The control API on ``django_jobs.registry``: run, cancel and look up jobs by name or id."""
+"""The control API on ``django_jobs.registry``: everything an operator can do, as calls.
+
+Reads return frozen snapshots (``django_jobs.types``); writes are guarded conditional updates,
+so a late call never overwrites what a worker wrote first. ``manage.py jobs`` and the admin
+call these methods and nothing else.
+"""
 
 from __future__ import annotations
 
+import builtins
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from . import clock
+from .exceptions import InvalidJobState, JobAlreadyRunning, JobNotFound, JobStillRunning
+from .types import (
+    Ensured,
+    Inspection,
+    JobInfo,
+    JobStatusInfo,
+    LockInfo,
+    QueueInfo,
+    RunInfo,
+    WorkerInfo,
+)
+
 if TYPE_CHECKING:
+    from .jobtypes import JobType
     from .models import Job
+
+#: Seconds between two looks at the database while ``stop()`` waits.
+STOP_POLL_INTERVAL = 0.1
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
@@ -21,35 +45,66 @@ def _as_uuid(value: Any) -> uuid.UUID | None:
 class ControlAPI:
     """Mixed into ``Registry``; every method goes through the same QuerySet vocabulary."""
 
-    def get(self, name: str):  # provided by Registry
+    def get(self, name: str) -> JobType:  # provided by Registry
         raise NotImplementedError
 
-    def run(self, name: str, /, **data: Any) -> Any:
-        """Run the job ``name`` now in this process and return its result."""
-        return self.get(name).run(**data)
+    def names(self) -> builtins.list[str]:  # provided by Registry
+        raise NotImplementedError
 
-    def enqueue(self, name: str, /, **data: Any) -> Job:
-        return self.get(name).enqueue(**data)
+    # -- looking --------------------------------------------------------------------------
 
-    def cancel(self, job_id_or_name: Any) -> int:
-        """Cancel a job by id, or every pending job of a name; return how many were affected.
+    def list(self) -> builtins.list[JobInfo]:
+        """Every registered job with its schedule, next run, last run, running run and flags.
 
-        Scheduled jobs are cancelled outright; running ones are asked to stop and end
-        ``cancelled`` when they next check ``ctx.cancelled``. Returns at once.
+        A fixed number of queries, however many jobs are registered.
         """
-        from .exceptions import JobNotFound
-        from .models import Job
+        from .humanize import cron_words, every_words
+        from .models import Job, JobSchedule
 
-        job_id = _as_uuid(job_id_or_name)
-        if job_id is not None:
-            qs = Job.objects.filter(pk=job_id)
-            if not qs.exists():
-                raise JobNotFound(f"no job with id {job_id}")
-        else:
-            self.get(job_id_or_name)
-            qs = Job.objects.for_name(job_id_or_name)
-        cancelled, requested = qs.cancel()
-        return cancelled + requested
+        names = self.names()
+        now = clock.now()
+        scheduled = Job.objects.alive().scheduled().filter(name__in=names)
+        next_runs = scheduled.next_run_by_name(names)
+        waiting = dict(
+            scheduled.order_by().values("name").annotate(n=_count()).values_list("name", "n")
+        )
+        last = Job.objects.alive().last_finished_by_name(names)
+        failed = [job.pk for job in last.values() if job.status == "failed"]
+        errors = dict(Job.objects.filter(pk__in=failed).values_list("pk", "error")) if failed else {}
+        running: dict[str, Job] = {}
+        for job in Job.objects.running().filter(name__in=names).order_by("started_at"):
+            running.setdefault(job.name, job)
+        paused = set(JobSchedule.objects.filter(paused=True).values_list("name", flat=True))
+        infos = []
+        for name in names:
+            jt = self.get(name)
+            enabled, is_paused = jt.is_enabled, name in paused
+            next_run = next_runs.get(name) if enabled else None
+            if next_run is None and jt.is_recurring and enabled and not is_paused:
+                next_run = _next_occurrence(jt, now)
+            if jt.cron:
+                words = cron_words(jt.cron)
+            elif jt.every:
+                words = every_words(jt.every)
+            else:
+                words = "custom (next_run)" if jt.next_run else ""
+            infos.append(JobInfo(
+                name=name, queue=jt.queue, recurring=jt.is_recurring, cron=jt.cron,
+                every=jt.every, schedule=words,
+                timezone=str(jt.timezone) if jt.timezone is not None else None,
+                next_run=next_run,
+                last_run=(
+                    RunInfo.from_job(last[name], errors.get(last[name].pk, ""))
+                    if name in last else None
+                ),
+                running=RunInfo.from_job(running[name]) if name in running else None,
+                enabled=enabled, paused=is_paused, scheduled=waiting.get(name, 0),
+            ))
+        return infos
+
+    def status(self, job_id: Any) -> JobStatusInfo:
+        """Where one job stands: status, progress, message, ETA and elapsed time (in words)."""
+        return JobStatusInfo.from_job(self._job(job_id), clock.now())
 
     def running(self, name: str) -> Job | None:
         """The running job of ``name`` (the oldest if several run), or ``None``."""
@@ -65,6 +120,207 @@ class ControlAPI:
         self.get(name)
         return Job.objects.latest_for(name)
 
+    def locks(self) -> builtins.list[LockInfo]:
+        """Every held ``JobTypeLock``, with its holder job and whether it has expired."""
+        from .models import Job, JobTypeLock
+
+        now = clock.now()
+        held = builtins.list(JobTypeLock.objects.order_by("key"))
+        holders = {
+            pk: (name, status)
+            for pk, name, status in Job.objects.filter(
+                pk__in=[lock.job_id for lock in held if lock.job_id]
+            ).values_list("pk", "name", "status")
+        }
+        return [
+            LockInfo(
+                key=lock.key, job_id=lock.job_id,
+                job_name=holders.get(lock.job_id, (None, None))[0],
+                job_status=holders.get(lock.job_id, (None, None))[1],
+                worker=lock.worker, locked_until=lock.locked_until,
+                expired=lock.locked_until <= now, updated_at=lock.updated_at,
+            )
+            for lock in held
+        ]
+
+    def inspect(self) -> Inspection:
+        """Queue depth per queue and status, the oldest due job's wait, running jobs, workers."""
+        from django.db.models import Min
+
+        from .models import Job
+
+        now = clock.now()
+        paused = set(self.paused_queues())
+        counts: dict[str, dict[str, int]] = {}
+        for queue, status, n in (
+            Job.objects.alive().order_by().values("queue", "status").annotate(n=_count())
+            .values_list("queue", "status", "n")
+        ):
+            counts.setdefault(queue, {})[status] = n
+        due = {
+            row["queue"]: (row["n"], row["oldest"])
+            for row in Job.objects.alive().due(now).order_by().values("queue")
+            .annotate(n=_count(), oldest=Min("run_at"))
+        }
+        queues = []
+        for queue in sorted(set(counts) | set(due) | paused):
+            n, oldest = due.get(queue, (0, None))
+            queues.append(QueueInfo(
+                queue=queue, counts=counts.get(queue, {}), due=n,
+                oldest_due_age=(now - oldest) if oldest else None, paused=queue in paused,
+            ))
+        running = tuple(
+            RunInfo.from_job(job)
+            for job in Job.objects.running().order_by("started_at").defer("data", "result")
+        )
+        workers: dict[str, WorkerInfo] = {}
+        for run in running:
+            seen = workers.get(run.worker)
+            beats = [b for b in (seen and seen.last_heartbeat, run.heartbeat_at) if b]
+            workers[run.worker] = WorkerInfo(
+                worker=run.worker, running=(seen.running if seen else 0) + 1,
+                last_heartbeat=max(beats) if beats else None,
+            )
+        oldest_due = [q.oldest_due_age for q in queues if q.oldest_due_age is not None]
+        return Inspection(
+            at=now, queues=tuple(queues), due=sum(q.due for q in queues),
+            oldest_due_age=max(oldest_due) if oldest_due else None, running=running,
+            workers=tuple(workers[w] for w in sorted(workers)),
+            paused_queues=tuple(sorted(paused)),
+        )
+
+    # -- starting -------------------------------------------------------------------------
+
+    def run(self, name: str, /, **data: Any) -> Any:
+        """Run the job ``name`` now in this process and return its result."""
+        return self.get(name).run(**data)
+
+    def enqueue(self, name: str, /, **data: Any) -> Job:
+        """Enqueue the job ``name``; same options as ``fn.enqueue()``."""
+        return self.get(name).enqueue(**data)
+
+    def ensure(self, name: str, /, **data: Any) -> Ensured:
+        """Enqueue ``name`` unless a job of that name is already scheduled or running.
+
+        Two callers racing are settled by the database: the new row carries the unique key
+        ``name`` (unless you pass ``unique_key=``), so only one of them is inserted.
+        """
+        from .enqueuing import ENQUEUE_OPTIONS, _maybe_eager, _save_unique, build_row
+        from .models import Job
+
+        job_type = self.get(name)
+        # "running" sorts before "scheduled": a running job is returned first.
+        existing = Job.objects.for_name(name).alive().pending().order_by("status", "run_at")
+        found = existing.first()
+        if found is not None:
+            return Ensured(job=found, created=False)
+        options = {key: data.pop(key) for key in builtins.list(data) if key in ENQUEUE_OPTIONS}
+        options.setdefault("unique_key", name)
+        row = build_row(job_type, data, **options)
+        saved = _save_unique(job_type, row)
+        if saved is not row:
+            return Ensured(job=saved, created=False)
+        return Ensured(job=_maybe_eager([saved])[0], created=True)
+
+    def start(self, name: str, /, **data: Any) -> Job:
+        """Enqueue ``name`` to run now; ``JobAlreadyRunning`` if one of it is running.
+
+        For a job locked per payload (``lock=`` a function), only a running job holding the
+        same lock key counts.
+        """
+        from .enqueuing import ENQUEUE_OPTIONS
+        from .models import Job
+
+        job_type = self.get(name)
+        running = Job.objects.for_name(name).running()
+        if callable(job_type.lock) and job_type.lock is not True:
+            payload = {k: v for k, v in data.items() if k not in ENQUEUE_OPTIONS}
+            running = running.filter(lock_key=job_type.lock_key_for(payload))
+        current = running.order_by("started_at").first()
+        if current is not None:
+            raise JobAlreadyRunning(
+                f"job {name!r} is already running: {current.pk} on {current.worker or '?'}"
+            )
+        return job_type.enqueue(**data)
+
+    def retry(self, job_id: Any) -> Job:
+        """Schedule a new run of a finished job with its payload; see ``Job.retry()``."""
+        return self._job(job_id).retry()
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def cancel(self, job_id_or_name: Any) -> int:
+        """Cancel a job by id, or every pending job of a name; return how many were affected.
+
+        Scheduled jobs are cancelled outright; running ones are asked to stop and end
+        ``cancelled`` when they next check ``ctx.cancelled``. Returns at once.
+        """
+        cancelled, requested = self._targets(job_id_or_name).cancel(clock.now())
+        return cancelled + requested
+
+    def stop(
+        self, job_id_or_name: Any, timeout: float = 30.0
+    ) -> builtins.list[JobStatusInfo]:
+        """Cancel, then wait until no targeted job is running any more; return their states.
+
+        Raises ``JobStillRunning`` after ``timeout`` seconds (the request stays in place: the
+        job still stops when it next checks ``ctx.cancelled``). Call it outside a transaction,
+        or it cannot see the worker's writes.
+        """
+        targets = self._targets(job_id_or_name)
+        ids = builtins.list(targets.pending().values_list("pk", flat=True))
+        targets.cancel(clock.now())
+        deadline = time.monotonic() + timeout
+        from .models import Job
+
+        while True:
+            still = builtins.list(Job.objects.filter(pk__in=ids).running().values_list("pk",
+                                                                                      flat=True))
+            if not still:
+                break
+            if time.monotonic() >= deadline:
+                raise JobStillRunning(
+                    f"{len(still)} job(s) still running after {timeout:g}s: "
+                    f"{', '.join(map(str, still))}; cancellation stays requested"
+                )
+            time.sleep(STOP_POLL_INTERVAL)
+        now = clock.now()
+        return [JobStatusInfo.from_job(job, now) for job in Job.objects.filter(pk__in=ids)]
+
+    def succeed(self, job_id: Any, result: Any = None) -> JobStatusInfo:
+        """Record that the work of a job was done elsewhere, with ``result``.
+
+        Allowed on a scheduled job, and on a running one whose worker is gone (lease
+        expired); refused with ``InvalidJobState`` while a live worker holds it or once it
+        has finished.
+        """
+        from . import payload
+        from .execution import Outcome
+        from .models import JobStatus
+
+        problem = payload.find_non_json(result, "the result")
+        if problem:
+            raise TypeError(f"{problem}; a result must be JSON-serialisable")
+        return self._record_elsewhere(job_id, Outcome(JobStatus.SUCCEEDED, result=result))
+
+    def fail(self, job_id: Any, message: str = "failed elsewhere", *, retry: bool = False
+             ) -> JobStatusInfo:
+        """Record that the work of a job failed elsewhere; same rules as ``succeed()``.
+
+        With ``retry=True`` a next attempt is scheduled if the job has attempts left.
+        """
+        from .execution import Outcome
+
+        return self._record_elsewhere(job_id, Outcome.failed(str(message), retry=retry))
+
+    def prune(self) -> int:
+        """Delete finished jobs older than their ``keep``; return how many were deleted."""
+        from .pruning import prune
+
+        return prune()
+
+    # -- pausing --------------------------------------------------------------------------
+
     def pause(self, name: str) -> None:
         """Pause a recurring job on every worker: pending occurrences are cancelled and no new
         ones are created until ``resume(name)``, which starts again from the next occurrence."""
@@ -78,6 +334,7 @@ class ControlAPI:
         reset(name, "paused")
 
     def resume(self, name: str) -> None:
+        """Undo ``pause(name)``; the job runs again from its next occurrence."""
         from .models import JobSchedule
 
         self.get(name)
@@ -90,11 +347,102 @@ class ControlAPI:
         PausedQueue.objects.get_or_create(queue=queue)
 
     def resume_queue(self, queue: str) -> None:
+        """Let workers start jobs of ``queue`` again."""
         from .models import PausedQueue
 
         PausedQueue.objects.filter(queue=queue).delete()
 
-    def paused_queues(self) -> list[str]:
+    def paused_queues(self) -> builtins.list[str]:
         from .models import PausedQueue
 
         return sorted(PausedQueue.objects.values_list("queue", flat=True))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _job(self, job_id: Any) -> Job:
+        from .models import Job
+
+        pk = _as_uuid(job_id)
+        if pk is None:
+            raise JobNotFound(f"{job_id!r} is not a job id (a UUID)")
+        job = Job.objects.filter(pk=pk).first()
+        if job is None:
+            raise JobNotFound(f"no job with id {pk}")
+        return job
+
+    def _targets(self, job_id_or_name: Any):
+        """The rows a cancel or stop acts on: one job by id, or every job of a name."""
+        from .models import Job
+
+        job_id = _as_uuid(job_id_or_name)
+        if job_id is not None:
+            qs = Job.objects.filter(pk=job_id)
+            if not qs.exists():
+                raise JobNotFound(f"no job with id {job_id}")
+            return qs
+        self.get(job_id_or_name)
+        return Job.objects.for_name(job_id_or_name)
+
+    def _record_elsewhere(self, job_id: Any, outcome) -> JobStatusInfo:
+        from . import signals
+        from .models import Job
+
+        job = self._job(job_id)
+        now = clock.now()
+        if job.status == "scheduled":
+            won = _finish_scheduled(job, outcome, now)
+        elif job.status == "running" and job.locked_until is not None and job.locked_until < now:
+            from .execution import record_outcome
+
+            # The same guarded write the rescue uses: whoever writes first wins.
+            won = record_outcome(job, job.claim_id, outcome, guard={"locked_until__lt": now})
+        else:
+            won = False
+        if not won:
+            current = Job.objects.filter(pk=job.pk).values_list("status", flat=True).first()
+            why = "a worker holds it" if current == "running" else "it has finished"
+            raise InvalidJobState(
+                f"job {job.pk} is {current}; its outcome cannot be recorded because {why}"
+            )
+        job.refresh_from_db()
+        signals.job_finished.send(
+            sender=Job, job=job, status=outcome.status, result=outcome.result, error=outcome.error
+        )
+        return JobStatusInfo.from_job(job, clock.now())
+
+
+def _finish_scheduled(job: Job, outcome, now) -> bool:
+    from django.db import transaction
+
+    from . import payload
+    from .conf import jobs_settings
+    from .execution import schedule_retry
+    from .models import Job, JobStatus
+
+    fields: dict[str, Any] = {
+        "status": outcome.status, "started_at": now, "finished_at": now,
+        "result": outcome.result, "unique_slot": None, "eta": None,
+        "error": payload.truncate(outcome.error, jobs_settings.MAX_TEXT_LENGTH),
+    }
+    if outcome.status == JobStatus.SUCCEEDED:
+        fields["progress"] = 1.0
+    with transaction.atomic(using=jobs_settings.DATABASE):
+        won = Job.objects.filter(pk=job.pk, status=JobStatus.SCHEDULED).update(**fields) == 1
+        if won and outcome.status == JobStatus.FAILED and outcome.retry:
+            schedule_retry(job, now)
+    return won
+
+
+def _next_occurrence(job_type: JobType, now):
+    from django.conf import settings
+
+    try:
+        return job_type.schedule.next_after(now, default_zone=settings.TIME_ZONE or "UTC")
+    except Exception:  # a user's next_run callable may raise; the listing must not
+        return None
+
+
+def _count():
+    from django.db.models import Count
+
+    return Count("pk")

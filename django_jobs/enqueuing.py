@@ -38,8 +38,9 @@ def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
     row = build_row(job_type, kwargs, **options)
     if row.unique_key is None:
         row.save(using=jobs_settings.DATABASE, force_insert=True)
-        return row
-    return _save_unique(job_type, row)
+    else:
+        row = _save_unique(job_type, row)
+    return _maybe_eager([row])[0]
 
 
 def enqueue_many(
@@ -63,8 +64,18 @@ def enqueue_many(
     if any(row.unique_key is not None for row in rows):
         # Uniqueness is decided row by row against what is already pending.
         with transaction.atomic(using=db):
-            return [_save_unique(job_type, row) for row in rows]
-    return Job.objects.using(db).bulk_create(rows, batch_size=2000)
+            return _maybe_eager([_save_unique(job_type, row) for row in rows])
+    return _maybe_eager(Job.objects.using(db).bulk_create(rows, batch_size=2000))
+
+
+def _maybe_eager(rows: list[Job]) -> list[Job]:
+    """In eager mode (``django_jobs.testing.eager()``) run the new rows at once, here."""
+    from .inprocess import eager_state, run_eagerly
+
+    state = eager_state()
+    if not state.enabled:
+        return rows
+    return run_eagerly(rows, propagate=state.propagate)
 
 
 def build_row(

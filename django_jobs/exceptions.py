@@ -23,6 +23,10 @@ class JobAlreadyRunning(JobError):
     """A job of this type (or lock key) is already running somewhere."""
 
 
+class JobStillRunning(JobError, TimeoutError):
+    """``registry.stop()`` gave up: the job was still running when its timeout passed."""
+
+
 class JobDisabled(JobError):
     """The job type is disabled by ``enabled=False`` or ``JOBS_<NAME>_ENABLED``."""
 

@@ -44,8 +44,12 @@ def claim(
     exclude_names: Iterable[str] = (),
     exclude_queues: Iterable[str] = (),
     now: datetime | None = None,
+    ids: Iterable[object] | None = None,
 ) -> list[Job]:
-    """Claim up to ``limit`` due jobs for ``worker``; return them, marked running."""
+    """Claim up to ``limit`` due jobs for ``worker``; return them, marked running.
+
+    ``ids`` restricts the claim to those rows (eager mode runs the row it just enqueued).
+    """
     if limit < 1:
         return []
     db = jobs_settings.DATABASE
@@ -57,6 +61,8 @@ def claim(
         candidates = Job.objects.claimable(
             now, queues=queues, exclude_names=exclude_names, exclude_queues=exclude_queues
         )
+        if ids is not None:
+            candidates = candidates.filter(pk__in=list(ids))
         if skip_locked:
             candidates = candidates.select_for_update(skip_locked=True)
         # Ask for a few more than needed: some may share a lock key.

@@ -1,0 +1,206 @@
+"""What the control API returns: frozen snapshots, never live rows.
+
+Each has ``as_dict()``, a JSON-ready form (datetimes as ISO 8601, durations in seconds, ids as
+strings) that ``manage.py jobs ... --json`` prints.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .humanize import duration_words
+
+if TYPE_CHECKING:
+    from .models import Job
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Snapshot):
+        return value.as_dict()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return value
+
+
+class Snapshot:
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunInfo(Snapshot):
+    """One run of a job, in short: enough for a table row or a dashboard cell."""
+
+    id: uuid.UUID
+    name: str
+    status: str
+    queue: str
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: float
+    message: str
+    eta: datetime | None
+    worker: str
+    heartbeat_at: datetime | None
+    attempt: int
+    error: str  # the first line only
+
+    @classmethod
+    def from_job(cls, job: Job, error: str | None = None) -> RunInfo:
+        """``error`` stands in for ``job.error`` when that field was deferred."""
+        if error is None:
+            error = "" if "error" in job.get_deferred_fields() else job.error
+        return cls(
+            id=job.pk, name=job.name, status=str(job.status), queue=job.queue, run_at=job.run_at,
+            started_at=job.started_at, finished_at=job.finished_at, progress=job.progress,
+            message=job.progress_message, eta=job.eta, worker=job.worker,
+            heartbeat_at=job.heartbeat_at, attempt=job.attempt,
+            error=(error or "").split("\n", 1)[0],
+        )
+
+
+@dataclass(frozen=True)
+class JobInfo(Snapshot):
+    """One registered job type and where it stands (``registry.list()``)."""
+
+    name: str
+    queue: str
+    recurring: bool
+    cron: str | None
+    every: timedelta | None
+    schedule: str  # in words: "every 5 minutes", "daily at 02:30"; "" when not recurring
+    timezone: str | None
+    next_run: datetime | None
+    last_run: RunInfo | None  # the most recently finished run
+    running: RunInfo | None  # the oldest running run
+    enabled: bool
+    paused: bool
+    scheduled: int  # runs waiting (scheduled rows)
+
+    @property
+    def last_outcome(self) -> str | None:
+        return self.last_run.status if self.last_run else None
+
+
+@dataclass(frozen=True)
+class JobStatusInfo(Snapshot):
+    """Where one job stands (``registry.status(job_id)``)."""
+
+    id: uuid.UUID
+    name: str
+    status: str
+    queue: str
+    priority: int
+    progress: float
+    message: str
+    eta: datetime | None
+    remaining: timedelta | None  # until eta, while running
+    remaining_words: str
+    elapsed: timedelta | None  # running time so far, or the run's duration once finished
+    elapsed_words: str
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempt: int
+    max_attempts: int
+    worker: str
+    cancel_requested: bool
+    result: Any
+    error: str
+    data: dict[str, Any]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled", "skipped")
+
+    @classmethod
+    def from_job(cls, job: Job, now: datetime) -> JobStatusInfo:
+        elapsed = None
+        if job.started_at is not None:
+            elapsed = max((job.finished_at or now) - job.started_at, timedelta(0))
+        remaining = None
+        if job.status == "running" and job.eta is not None:
+            remaining = max(job.eta - now, timedelta(0))
+        return cls(
+            id=job.pk, name=job.name, status=str(job.status), queue=job.queue,
+            priority=job.priority, progress=job.progress, message=job.progress_message,
+            eta=job.eta, remaining=remaining,
+            remaining_words=duration_words(remaining) if remaining is not None else "",
+            elapsed=elapsed, elapsed_words=duration_words(elapsed) if elapsed is not None else "",
+            run_at=job.run_at, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at, attempt=job.attempt, max_attempts=job.max_attempts,
+            worker=job.worker, cancel_requested=job.cancel_requested_at is not None,
+            result=job.result, error=job.error, data=job.data,
+        )
+
+
+@dataclass(frozen=True)
+class Ensured(Snapshot):
+    """What ``registry.ensure()`` found or made."""
+
+    job: Any  # the Job row (not serialised by as_dict(): see id)
+    created: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": str(self.job.pk), "status": str(self.job.status), "created": self.created}
+
+
+@dataclass(frozen=True)
+class LockInfo(Snapshot):
+    """A held ``JobTypeLock`` (``registry.locks()``)."""
+
+    key: str
+    job_id: uuid.UUID | None
+    job_name: str | None
+    job_status: str | None
+    worker: str
+    locked_until: datetime
+    expired: bool  # past locked_until: the next claim takes it over
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class QueueInfo(Snapshot):
+    """Depth of one queue (``registry.inspect()``)."""
+
+    queue: str
+    counts: dict[str, int]  # rows per status
+    due: int  # scheduled rows whose run_at has passed
+    oldest_due_age: timedelta | None  # how long the oldest due row has waited
+    paused: bool
+
+
+@dataclass(frozen=True)
+class WorkerInfo(Snapshot):
+    """A worker seen through the jobs it is running."""
+
+    worker: str
+    running: int
+    last_heartbeat: datetime | None
+
+
+@dataclass(frozen=True)
+class Inspection(Snapshot):
+    """The state of the queues and workers, as seen from the database."""
+
+    at: datetime
+    queues: tuple[QueueInfo, ...]
+    due: int
+    oldest_due_age: timedelta | None
+    running: tuple[RunInfo, ...]
+    workers: tuple[WorkerInfo, ...]
+    paused_queues: tuple[str, ...]
