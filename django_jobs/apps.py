@@ -13,8 +13,11 @@ class JobsConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         from . import checks as jobs_checks
+        from .compat import autodiscover_tasks
         from .jobtypes import registry
 
         checks.register(jobs_checks.check_settings, "django_jobs")
         checks.register(jobs_checks.check_job_types, "django_jobs")
         autodiscover_modules("jobs", register_to=registry)
+        # Django >= 6.0 with TASKS using JobsBackend: defining a @task registers it.
+        autodiscover_tasks()

@@ -321,6 +321,20 @@ class Registry(ControlAPI):
     def __len__(self) -> int:
         return len(self._types)
 
+    def __bool__(self) -> bool:
+        # Always true, even when empty: autodiscover_modules() tests ``if register_to:``.
+        return True
+
+    # autodiscover_modules(register_to=registry) snapshots ``_registry`` before importing each
+    # app's jobs.py and restores it when the import fails, so no half-registered types remain.
+    @property
+    def _registry(self) -> dict[str, JobType]:
+        return self._types
+
+    @_registry.setter
+    def _registry(self, value: dict[str, JobType]) -> None:
+        self._types = value
+
     def names(self) -> list[str]:
         return sorted(self._types)
 

@@ -28,8 +28,11 @@ def execute(execution: Execution) -> Outcome:
     job's own errors; ``SystemExit`` and ``KeyboardInterrupt`` are recorded, then re-raised."""
     job, job_type = execution.job, execution.job_type
     if job_type is None:
+        # A Django task's row (django_jobs.backends) names a task, not a job.
+        kind = "task" if isinstance(job.meta, dict) and "django_task" in job.meta else "job"
         outcome = Outcome.failed(
-            f"unregistered job {job.name!r}: no @job of that name is registered in this worker",
+            f"unregistered {kind} {job.name!r}: no @{kind} of that name is registered in this "
+            "worker (a worker runs what its code defines; it never imports a stored path)",
             retry=False,
         )
         execution.finish(outcome)

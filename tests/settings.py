@@ -96,3 +96,29 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"django_jobs": {"handlers": ["stderr"], "level": env("JOBS_LOG_LEVEL", default="WARNING")}},
 }
+
+# Django's Tasks framework (Django >= 6.0): tasks of tests/tasksapp run through django-jobs.
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    INSTALLED_APPS.append("tests.tasksapp")
+    TASKS = {
+        "default": {
+            "BACKEND": "django_jobs.backends.JobsBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {
+                "MODULES": [
+                    "tests.tasksapp.docs_examples",
+                    "tests.tasksapp.docs_context_example",
+                ],
+                "JOB_OPTIONS": {
+                    "tests.tasksapp.tasks.flaky": {"max_attempts": 3, "retry_delay": 0.2},
+                },
+            },
+        },
+    }
+    # The documented examples send mail; worker processes keep it in memory.
+    if django.VERSION >= (6, 1):
+        MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+    else:
+        EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
