@@ -99,6 +99,8 @@ class Job(models.Model):
             models.Index(
                 fields=["status", "-priority", "run_at", "created_at"], name="django_jobs_due"
             ),
+            # The next delayed job (an idle worker sleeps until its run_at).
+            models.Index(fields=["status", "run_at"], name="django_jobs_next_run"),
             # Running or latest jobs of a name (locks, dashboard, registry.latest()).
             models.Index(fields=["name", "status"], name="django_jobs_name_status"),
             models.Index(fields=["name", "-created_at"], name="django_jobs_name_created"),

@@ -122,6 +122,10 @@ class JobQuerySet(models.QuerySet):
         )
         return cancelled, requested
 
+    def next_run_at(self) -> datetime | None:
+        """The earliest ``run_at`` among these rows (an index lookup with ``scheduled()``)."""
+        return self.order_by("run_at").values_list("run_at", flat=True).first()
+
     def prunable(self, older_than: datetime) -> JobQuerySet:
         """Finished rows that ended before ``older_than``."""
         return self.finished().filter(finished_at__lt=older_than)

@@ -18,7 +18,8 @@ from django.db import DatabaseError, connections
 from ..conf import jobs_settings
 from ..execution import Execution, worker_id
 from ..jobtypes import registry
-from ..models import PausedQueue
+from .. import clock
+from ..models import Job, PausedQueue
 from ..pruning import prune
 from ..runner import execute
 from .claim import claim
@@ -38,6 +39,9 @@ PAUSE_CHECK_INTERVAL = 2.0
 #: than it has threads, so claims are batched and the next job is already in memory. Long
 #: jobs turn it off: a worker must not sit on work that idle peers could take.
 PREFETCH = 16
+#: Idle poll on PostgreSQL while LISTEN is connected (unless a poll interval is configured):
+#: NOTIFY wakes the worker for new jobs, delayed jobs are slept towards, so polling is rare.
+LISTEN_POLL_INTERVAL = 10.0
 SHORT_JOB = 0.05
 
 
@@ -105,7 +109,7 @@ class Worker:
             "worker %s started: queues=%s concurrency=%d", self.id,
             ",".join(opts.queues) or "*", opts.concurrency,
         )
-        poll = opts.poll_interval or jobs_settings.POLL_INTERVAL
+        poll = self._poll_interval()
         failures = 0
         while not self.stopping.is_set():
             self.wake.clear()
@@ -115,15 +119,16 @@ class Worker:
                 self._prune_if_due()
                 claimed = self._claim_into_free_slots()
                 failures = 0
+                if claimed:
+                    continue
+                if self._done():
+                    break
+                sleep = self._sleep_time(poll)
             except DatabaseError as exc:
                 failures += 1
                 self._database_trouble(exc, failures)
                 continue
-            if claimed:
-                continue
-            if self._done():
-                break
-            self.wake.wait(self._sleep_time(poll))
+            self.wake.wait(sleep)
         return self._shutdown()
 
     def _capacity(self) -> int:
@@ -183,10 +188,28 @@ class Worker:
         self._last_prune = time.monotonic()
         prune(max_batches=5)
 
+    def _poll_interval(self) -> float:
+        """Seconds between idle polls. With LISTEN, polling is only a safety net: longer."""
+        if self.options.poll_interval is not None:
+            return self.options.poll_interval
+        user = jobs_settings.user_settings
+        if self.listener is not None and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
+            return LISTEN_POLL_INTERVAL
+        return jobs_settings.POLL_INTERVAL
+
     def _sleep_time(self, poll: float) -> float:
-        if self.scheduler is None:
-            return poll
-        return max(min(poll, self.scheduler.seconds_until_due()), 0.01)
+        """How long an idle worker may sleep: until the next poll, the next delayed job's
+        run_at or the scheduler's next occurrence, whichever comes first."""
+        sleep = poll
+        if self.scheduler is not None:
+            sleep = min(sleep, self.scheduler.seconds_until_due())
+        if sleep > jobs_settings.POLL_INTERVAL:
+            # A long sleep must not make a delayed job late, nor a job waiting for a lock.
+            next_due = Job.objects.scheduled().in_queues(self.options.queues).next_run_at()
+            if next_due is not None:
+                until = (next_due - clock.now()).total_seconds()
+                sleep = min(sleep, max(until, jobs_settings.POLL_INTERVAL))
+        return max(sleep, 0.01)
 
     def _done(self) -> bool:
         """Burst mode ends when nothing is due and nothing runs; --max-jobs when all ran."""
