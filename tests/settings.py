@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Serves the admin's CSS and JS to the browser tests' live server.
+    "django.contrib.staticfiles",
     "django_jobs",
     "tests.jobsapp",
 ]

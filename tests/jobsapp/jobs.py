@@ -267,3 +267,16 @@ def db_then_sleep_retried(ctx: JobContext, seconds: float = 2.0, token: str = ""
     time.sleep(seconds)
     Execution.objects.create(token=token or str(ctx.job.pk), job_id=ctx.job.pk)
     return token
+
+
+# -- added for tests/browser/ ---------------------------------------------------------------------
+
+
+@job
+def progress_cancellable(ctx: JobContext, seconds: float = 30.0, steps: int = 300) -> int:
+    """Reports progress at every step and stops when cancelled; the admin's live bar follows it."""
+    for step in range(steps):
+        ctx.check_cancelled()
+        ctx.progress((step + 1) / steps, message=f"invoice {step + 1} of {steps}")
+        time.sleep(seconds / steps)
+    return steps

@@ -1,0 +1,481 @@
+"""The job list, the job page and the actions on jobs.
+
+Operators read here and act through buttons and admin actions; nobody edits a row by hand. Every
+action calls the API that user code calls (``registry.cancel()``, ``QuerySet.cancel()``,
+``Job.retry()``, ``Job.run_now()``), sits behind its own permission and changes state only on
+a POST that passed the CSRF check.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from django.views.decorators.http import require_POST
+
+from .. import clock
+from ..exceptions import InvalidJobState, JobNotFound
+from ..jobtypes import registry
+from ..models import Job, JobStatus, JobTypeLock, PausedQueue
+from . import display
+from .dashboard import DashboardMixin
+
+#: Never read on the list: they can be large (payloads, results, tracebacks).
+LARGE_FIELDS = ("data", "result", "error", "meta")
+#: Most ids one live request may ask about.
+LIVE_MAX_IDS = 200
+#: How often the pages ask about live jobs.
+LIVE_INTERVAL_MS = 1000
+#: How far the job page follows ``rescheduled_from`` back in time.
+CHAIN_DEPTH = 20
+
+
+def as_uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value).strip())
+    except ValueError:
+        return None
+
+
+class NameFilter(admin.SimpleListFilter):
+    """Registered job names; no ``DISTINCT`` over the whole table."""
+
+    title = _("name")
+    parameter_name = "name"
+
+    def lookups(self, request, model_admin):
+        names = registry.names()
+        current = self.value()
+        if current and current not in names:
+            names.append(current)
+        return [(name, name) for name in names]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.for_name(self.value())
+        return queryset
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Queues of the registered job types and paused queues."""
+
+    title = _("queue")
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        queues = {job_type.queue for job_type in registry}
+        queues.update(PausedQueue.objects.values_list("queue", flat=True))
+        if self.value():
+            queues.add(self.value())
+        return [(queue, queue) for queue in sorted(queues)]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.in_queues([self.value()])
+        return queryset
+
+
+class JobChangeList(ChangeList):
+    def get_queryset(self, request, exclude_parameters=None):
+        return super().get_queryset(request, exclude_parameters).defer(*LARGE_FIELDS)
+
+
+class JobAdmin(DashboardMixin, admin.ModelAdmin):
+    list_display = (
+        "job", "status_badge", "progress_bar", "message", "eta_display", "elapsed", "queue",
+        "priority", "attempt_display", "worker", "run_at",
+    )
+    list_display_links = ("job",)
+    list_filter = ("status", NameFilter, QueueFilter, ("created_at", admin.DateFieldListFilter))
+    search_fields = ("=id", "name", "=unique_key")
+    search_help_text = _("Search by job id, name or unique key.")
+    ordering = ("-created_at",)
+    list_per_page = 50
+    # A COUNT(*) of the whole table on every filtered page is what hurts at 100k rows.
+    show_full_result_count = False
+    actions = ("cancel_jobs", "retry_jobs", "run_jobs_now")
+    readonly_fields = (
+        "name", "status_badge", "progress_bar", "message", "eta_display", "elapsed", "queue",
+        "priority", "attempt_display", "worker", "run_at", "created_at", "started_at",
+        "finished_at", "heartbeat_at", "locked_until", "cancel_requested_at", "payload",
+        "result_display", "error_display", "meta_display", "unique_key", "lock_key",
+        "occurrence", "created_by", "history",
+    )
+    fieldsets = (
+        (None, {"fields": (
+            "name", "status_badge", "progress_bar", "message", "eta_display", "elapsed",
+            "queue", "priority", "attempt_display", "worker",
+        )}),
+        (_("Payload and outcome"), {"fields": ("payload", "result_display", "error_display")}),
+        (_("Times"), {"fields": (
+            "run_at", "created_at", "started_at", "finished_at", "heartbeat_at", "locked_until",
+            "cancel_requested_at",
+        )}),
+        (_("History"), {"fields": ("history", "created_by", "occurrence")}),
+        (_("Keys and meta"), {"fields": ("unique_key", "lock_key", "meta_display")}),
+    )
+    change_list_template = "admin/django_jobs/job/change_list.html"
+    change_form_template = "admin/django_jobs/job/change_form.html"
+
+    class Media:
+        css = {"all": ("django_jobs/admin.css",)}
+        js = ("django_jobs/live.js",)
+
+    # -- read-only ---------------------------------------------------------------------------
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        # Rows are history; pruning removes finished ones (``keep=``).
+        return False
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.cancel_job")
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.retry_job")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.run_job")
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return JobChangeList
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(name__icontains=term) | Q(unique_key=term)
+        job_id = as_uuid(term)
+        if job_id is not None:
+            match |= Q(pk=job_id)
+        return queryset.filter(match), False
+
+    # -- columns -----------------------------------------------------------------------------
+
+    @admin.display(description=_("job"), ordering="name")
+    def job(self, obj: Job) -> str:
+        return format_html(
+            '{} <span class="dj-id">{}</span>', display.visible(obj.name), str(obj.pk)[:8]
+        )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: Job) -> str:
+        return display.status_badge(obj)
+
+    @admin.display(description=_("progress"), ordering="progress")
+    def progress_bar(self, obj: Job) -> str:
+        return display.progress_bar(obj)
+
+    @admin.display(description=_("message"))
+    def message(self, obj: Job) -> str:
+        return display.message(obj)
+
+    @admin.display(description=_("ETA"), ordering="eta")
+    def eta_display(self, obj: Job) -> str:
+        return display.live_text(obj, "eta", display.eta_words(obj, clock.now()))
+
+    @admin.display(description=_("elapsed"))
+    def elapsed(self, obj: Job) -> str:
+        return display.live_text(obj, "elapsed", display.elapsed_words(obj, clock.now()))
+
+    @admin.display(description=_("attempt"), ordering="attempt")
+    def attempt_display(self, obj: Job) -> str:
+        return f"{obj.attempt} / {obj.max_attempts}"
+
+    @admin.display(description=_("payload"))
+    def payload(self, obj: Job) -> str:
+        return display.pre(display.pretty_json(obj.data), "dj-json")
+
+    @admin.display(description=_("result"))
+    def result_display(self, obj: Job) -> str:
+        return display.pre(display.pretty_json(obj.result), "dj-json")
+
+    @admin.display(description=_("error"))
+    def error_display(self, obj: Job) -> str:
+        return display.pre(obj.error, "dj-error")
+
+    @admin.display(description=_("meta"))
+    def meta_display(self, obj: Job) -> str:
+        return display.pre(display.pretty_json(obj.meta), "dj-json")
+
+    @admin.display(description=_("runs"))
+    def history(self, obj: Job) -> str:
+        """Earlier runs this one came from (retries, occurrences) and the runs that came from it."""
+        columns = ("id", "name", "status", "attempt", "created_at", "cancel_requested_at",
+                   "rescheduled_from_id")
+        earlier: list[Job] = []
+        cursor = obj.rescheduled_from_id
+        seen = {obj.pk}
+        # One query per hop, bounded; a chain is a handful of retries in practice.
+        while cursor is not None and cursor not in seen and len(earlier) < CHAIN_DEPTH:
+            seen.add(cursor)
+            parent = Job.objects.only(*columns).filter(pk=cursor).first()
+            if parent is None:
+                break
+            earlier.append(parent)
+            cursor = parent.rescheduled_from_id
+        later = list(
+            Job.objects.only(*columns).filter(rescheduled_from_id=obj.pk)
+            .order_by("created_at")[:CHAIN_DEPTH]
+        )
+        if not earlier and not later:
+            return display.DASH
+        rows = [(run, "") for run in reversed(earlier)] + [(obj, "this run")]
+        rows += [(run, "") for run in later]
+        return format_html(
+            '<ol class="dj-chain">{}</ol>',
+            format_html_join(
+                "", '<li{}><a href="{}">{}</a> {} <span class="dj-muted">attempt {} · {}</span>'
+                ' {}</li>',
+                (
+                    (
+                        format_html(' class="{}"', "dj-current") if note else "",
+                        self._change_url(run), str(run.pk)[:8], display.status_badge(run),
+                        run.attempt, timezone.localtime(run.created_at).strftime(
+                            "%Y-%m-%d %H:%M:%S"
+                        ),
+                        format_html("<strong>{}</strong>", note) if note else "",
+                    )
+                    for run, note in rows
+                ),
+            ),
+        )
+
+    def _change_url(self, job: Job) -> str:
+        return self.admin_url("change", job.pk)
+
+    # -- bulk actions (POST + CSRF by construction) ------------------------------------------
+
+    @admin.action(permissions=["cancel"], description=_("Cancel selected jobs"))
+    def cancel_jobs(self, request: HttpRequest, queryset) -> None:
+        selected = queryset.count()
+        cancelled, requested = queryset.cancel()
+        self._report_cancel(request, cancelled, requested, selected - cancelled - requested)
+
+    def _report_cancel(self, request, cancelled: int, requested: int, untouched: int) -> None:
+        if cancelled:
+            self.message_user(request, ngettext(
+                "Cancelled %d scheduled job.", "Cancelled %d scheduled jobs.", cancelled
+            ) % cancelled, messages.SUCCESS)
+        if requested:
+            self.message_user(request, ngettext(
+                "Asked %d running job to stop; it ends cancelled at its next check.",
+                "Asked %d running jobs to stop; they end cancelled at their next check.",
+                requested,
+            ) % requested, messages.SUCCESS)
+        if untouched:
+            self.message_user(request, ngettext(
+                "%d job was left alone: already finished or already cancelling.",
+                "%d jobs were left alone: already finished or already cancelling.",
+                untouched,
+            ) % untouched, messages.WARNING)
+
+    @admin.action(permissions=["retry"], description=_("Retry selected jobs as new runs"))
+    def retry_jobs(self, request: HttpRequest, queryset) -> None:
+        created, refused = [], []
+        for job in queryset.defer(None).order_by("created_at"):
+            try:
+                created.append(job.retry(created_by=request.user))
+            except InvalidJobState:
+                refused.append(job)
+        self._report_retry(request, created, refused)
+
+    def _report_retry(self, request, created: list[Job], refused: list[Job]) -> None:
+        if len(created) == 1:
+            self.message_user(request, format_html(
+                'Retried {} as a new run: <a href="{}">{}</a>.',
+                created[0].name, self._change_url(created[0]), str(created[0].pk)[:8],
+            ), messages.SUCCESS)
+        elif created:
+            self.message_user(
+                request, f"Retried {len(created)} jobs as new runs.", messages.SUCCESS
+            )
+        if refused:
+            self.message_user(request, ngettext(
+                "Refused to retry %(n)d job that is not finished (%(names)s); a running or "
+                "scheduled job is never retried, so it cannot run twice at once.",
+                "Refused to retry %(n)d jobs that are not finished (%(names)s); a running or "
+                "scheduled job is never retried, so it cannot run twice at once.",
+                len(refused),
+            ) % {"n": len(refused), "names": _describe(refused)}, messages.ERROR)
+
+    @admin.action(permissions=["run"], description=_("Run selected scheduled jobs now"))
+    def run_jobs_now(self, request: HttpRequest, queryset) -> None:
+        moved, refused = [], []
+        for job in queryset.order_by("run_at"):
+            (moved if job.run_now() else refused).append(job)
+        self._report_run_now(request, moved, refused)
+
+    def _report_run_now(self, request, moved: list[Job], refused: list[Job]) -> None:
+        if moved:
+            self.message_user(request, ngettext(
+                "%(n)d scheduled job is due now (%(names)s); a worker starts it next.",
+                "%(n)d scheduled jobs are due now (%(names)s); workers start them next.",
+                len(moved),
+            ) % {"n": len(moved), "names": _describe(moved)}, messages.SUCCESS)
+        if refused:
+            self.message_user(request, ngettext(
+                "Refused to run %(n)d job that is not scheduled (%(names)s): it is running or "
+                "finished. Use retry for a finished job.",
+                "Refused to run %(n)d jobs that are not scheduled (%(names)s): they are running "
+                "or finished. Use retry for a finished job.",
+                len(refused),
+            ) % {"n": len(refused), "names": _describe(refused)}, messages.ERROR)
+
+    # -- one job: buttons on its page --------------------------------------------------------
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        urls = [
+            path("live/", wrap(self.live_view), name=self.url_name("live")),
+            *self.dashboard_urls(),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view),
+                 name=self.url_name("cancel")),
+            path("<path:object_id>/retry/", wrap(self.retry_view), name=self.url_name("retry")),
+            path("<path:object_id>/run-now/", wrap(self.run_now_view),
+                 name=self.url_name("run_now")),
+        ]
+        return urls + super().get_urls()
+
+    def _job_for(self, request: HttpRequest, object_id: str) -> Job:
+        job_id = as_uuid(unquote(object_id))
+        if job_id is None:
+            raise Http404("no such job")
+        return get_object_or_404(Job.objects.all(), pk=job_id)
+
+    def _back(self, request: HttpRequest, job: Job) -> HttpResponseRedirect:
+        """Back where the button was (the dashboard, the list), else to the job's page."""
+        target = request.POST.get("next", "")
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            return HttpResponseRedirect(target)
+        return HttpResponseRedirect(self._change_url(job))
+
+    @method_decorator(require_POST)
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_cancel_permission(request):
+            raise PermissionDenied
+        job = self._job_for(request, object_id)
+        try:
+            affected = registry.cancel(job.pk)
+        except JobNotFound:
+            raise Http404("no such job") from None
+        job.refresh_from_db(fields=["status", "cancel_requested_at"])
+        if not affected:
+            self.message_user(request, f"{job.name} was not cancelled: it is already "
+                              f"{display.status_label(job)}.", messages.WARNING)
+        elif job.status == JobStatus.CANCELLED:
+            self.message_user(request, f"Cancelled {job.name} before it started.",
+                              messages.SUCCESS)
+        else:
+            self.message_user(request, f"Asked {job.name} to stop; it ends cancelled at its "
+                              "next check.", messages.SUCCESS)
+        return self._back(request, job)
+
+    @method_decorator(require_POST)
+    def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_retry_permission(request):
+            raise PermissionDenied
+        job = self._job_for(request, object_id)
+        try:
+            new = job.retry(created_by=request.user)
+        except InvalidJobState:
+            self._report_retry(request, [], [job])
+            return self._back(request, job)
+        self._report_retry(request, [new], [])
+        return HttpResponseRedirect(self._change_url(new))
+
+    @method_decorator(require_POST)
+    def run_now_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_run_permission(request):
+            raise PermissionDenied
+        job = self._job_for(request, object_id)
+        if job.run_now():
+            self._report_run_now(request, [job], [])
+        else:
+            self._report_run_now(request, [], [job])
+        return self._back(request, job)
+
+    def nav_context(self, request: HttpRequest) -> dict[str, Any]:
+        """Links between the jobs, job types and locks pages, and the live script's settings."""
+        context: dict[str, Any] = {
+            "dashboard_url": self.dashboard_url(),
+            "dj_live": {
+                "url": self.admin_url("live"),
+                "interval": LIVE_INTERVAL_MS,
+            },
+        }
+        lock_admin = self.admin_site._registry.get(JobTypeLock)
+        if lock_admin is not None and lock_admin.has_view_permission(request):
+            context["locks_url"] = reverse(
+                f"{self.admin_site.name}:{self.opts.app_label}_jobtypelock_changelist"
+            )
+        return context
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(
+            request, {**self.nav_context(request), **(extra_context or {})}
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**self.nav_context(request), **(extra_context or {})}
+        job_id = as_uuid(unquote(object_id))
+        job = Job.objects.only("id", "status").filter(pk=job_id).first() if job_id else None
+        if job is not None:
+            extra_context["job_buttons"] = self.buttons(request, job)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def buttons(self, request: HttpRequest, job: Job) -> list[dict[str, str]]:
+        """The actions that make sense for ``job`` now and that this user may take."""
+        found = []
+        if job.status in (JobStatus.SCHEDULED, JobStatus.RUNNING) and \
+                self.has_cancel_permission(request):
+            found.append({"label": "Cancel", "action": "cancel", "danger": "true",
+                          "url": self.admin_url("cancel", job.pk)})
+        if job.status == JobStatus.SCHEDULED and self.has_run_permission(request):
+            found.append({"label": "Run now", "action": "run-now", "danger": "",
+                          "url": self.admin_url("run_now", job.pk)})
+        if job.is_finished and self.has_retry_permission(request):
+            found.append({"label": "Retry as a new run", "action": "retry", "danger": "",
+                          "url": self.admin_url("retry", job.pk)})
+        return found
+
+    # -- live progress -----------------------------------------------------------------------
+
+    def live_view(self, request: HttpRequest) -> JsonResponse:
+        """``GET ?id=..&id=..`` -> the state of those jobs; read-only, for the page's script."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        ids = [job_id for job_id in map(as_uuid, request.GET.getlist("id")[:LIVE_MAX_IDS])
+               if job_id is not None]
+        now = clock.now()
+        jobs = Job.objects.filter(pk__in=ids).only(*display.STATE_FIELDS) if ids else []
+        # admin_view() adds never_cache: every poll reads the database.
+        return JsonResponse({"jobs": [display.state(job, now) for job in jobs]})
+
+
+def _describe(jobs: list[Job], limit: int = 3) -> str:
+    names = [f"{job.name} {str(job.pk)[:8]}" for job in jobs[:limit]]
+    if len(jobs) > limit:
+        names.append(f"and {len(jobs) - limit} more")
+    return ", ".join(names)
