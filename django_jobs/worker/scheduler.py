@@ -68,10 +68,8 @@ class Scheduler:
 
     def _schedule(self, job_type: JobType, state: JobSchedule | None, now: datetime):
         last = state.last_occurrence if state is not None else None
-        todo = plan(
-            job_type.schedule, last, now, job_type.catch_up,
-            default_zone=settings.TIME_ZONE or "UTC",
-        )
+        # A first look without locks: most ticks find nothing due and write nothing.
+        todo = _plan(job_type, last, now)
         if not todo.occurrences:
             return 0, last
         upcoming = todo.occurrences[-1]
@@ -94,10 +92,7 @@ class Scheduler:
             if locked is None or locked[1]:
                 return 0, None  # paused meanwhile
             last = locked[0]
-            todo = plan(
-                job_type.schedule, last, now, job_type.catch_up,
-                default_zone=settings.TIME_ZONE or "UTC",
-            )
+            todo = _plan(job_type, last, now)
             if not todo.occurrences:
                 return 0, last
             upcoming = todo.occurrences[-1]
@@ -125,6 +120,12 @@ class Scheduler:
             status=JobStatus.CANCELLED, finished_at=clock.now(), unique_slot=None,
             error="the recurring job is no longer defined in the code",
         )
+
+
+def _plan(job_type: JobType, last: datetime | None, now: datetime):
+    return plan(
+        job_type.schedule, last, now, job_type.catch_up, default_zone=settings.TIME_ZONE or "UTC"
+    )
 
 
 def _create_occurrence(job_type: JobType, occurrence: datetime, now: datetime) -> int:
