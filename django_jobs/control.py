@@ -70,7 +70,9 @@ class ControlAPI:
         )
         last = Job.objects.alive().last_finished_by_name(names)
         failed = [job.pk for job in last.values() if job.status == "failed"]
-        errors = dict(Job.objects.filter(pk__in=failed).values_list("pk", "error")) if failed else {}
+        errors = (
+            dict(Job.objects.filter(pk__in=failed).values_list("pk", "error")) if failed else {}
+        )
         running: dict[str, Job] = {}
         for job in Job.objects.running().filter(name__in=names).order_by("started_at"):
             running.setdefault(job.name, job)

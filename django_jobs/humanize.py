@@ -44,7 +44,7 @@ def every_words(delta: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             count = int(seconds // size)
             return f"every {unit}" if count == 1 else f"every {count} {unit}s"
-    return f"every {duration_words(delta)}"
+    return f"every {seconds:g} s"
 
 
 def _int(field: str, low: int, high: int) -> int | None:
