@@ -18,7 +18,7 @@ from .format import duration_words
 #: stay in the database.
 STATE_FIELDS = (
     "id", "name", "status", "progress", "progress_message", "eta", "run_at", "started_at",
-    "finished_at", "cancel_requested_at",
+    "finished_at", "cancel_requested_at", "worker",
 )
 MESSAGE_LENGTH = 80
 DASH = "\u2014"
@@ -79,6 +79,7 @@ def state(job: Job, now: datetime | None = None) -> dict[str, Any]:
         "message": visible(job.progress_message or ""),
         "eta": eta_words(job, now),
         "elapsed": elapsed_words(job, now),
+        "worker": job.worker or DASH,
         "live": is_live(job, now),
     }
 

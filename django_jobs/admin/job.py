@@ -97,7 +97,7 @@ class JobChangeList(ChangeList):
 class JobAdmin(DashboardMixin, admin.ModelAdmin):
     list_display = (
         "job", "status_badge", "progress_bar", "message", "eta_display", "elapsed", "queue",
-        "priority", "attempt_display", "worker", "run_at",
+        "priority", "attempt_display", "worker_display", "run_at",
     )
     list_display_links = ("job",)
     list_filter = ("status", NameFilter, QueueFilter, ("created_at", admin.DateFieldListFilter))
@@ -196,6 +196,10 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
     @admin.display(description=_("elapsed"))
     def elapsed(self, obj: Job) -> str:
         return display.live_text(obj, "elapsed", display.elapsed_words(obj, clock.now()))
+
+    @admin.display(description=_("worker"), ordering="worker")
+    def worker_display(self, obj: Job) -> str:
+        return display.live_text(obj, "worker", obj.worker or display.DASH)
 
     @admin.display(description=_("attempt"), ordering="attempt")
     def attempt_display(self, obj: Job) -> str:

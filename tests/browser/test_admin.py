@@ -57,7 +57,8 @@ def test_a_running_job_s_bar_advances_live_and_cancel_ends_it_cancelled(
     page.click(f'a[href$="/django_jobs/job/{job.pk}/change/"]')
     expect(page.locator("h1")).to_contain_text("View job")
     page.click('button[data-action="cancel"]')
-    expect(page.locator(".messagelist")).to_contain_text("Asked jobsapp.progress_cancellable to stop")
+    expect(page.locator(".messagelist")).to_contain_text(
+        "Asked jobsapp.progress_cancellable to stop")
     # Live refresh again: "cancelling", then "cancelled" once the job saw the request.
     expect(page.locator(f'.field-status_badge [data-dj-job="{job.pk}"]')).to_have_text(
         "cancelled")

@@ -47,6 +47,9 @@
             case "elapsed":
                 el.textContent = state.elapsed;
                 break;
+            case "worker":
+                el.textContent = state.worker;
+                break;
             case "while-active":
                 el.hidden = !(state.status === "running" || state.status === "scheduled");
                 break;
@@ -57,7 +60,7 @@
     function forget(id) {
         // Gone from the database (pruned): stop asking about it.
         update({id: id, status: "", status_label: "", percent: 0, message: "", eta: "",
-                elapsed: "", live: false});
+                elapsed: "", worker: "", live: false});
     }
 
     function schedule(delay) {
