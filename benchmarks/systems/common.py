@@ -1,0 +1,440 @@
+"""What every per-system harness shares: settings, timing, worker processes, counters.
+
+A harness runs inside its system's virtualenv and is started by ``benchmarks/suite.py``::
+
+    python <system>_bench.py <db> setup
+    python <system>_bench.py <db> enqueue --jobs 5000 --mode single|atomic|bulk
+    python <system>_bench.py <db> drain --jobs 5000 --processes 2 --threads 4
+    python <system>_bench.py <db> latency --jobs 200 --gap 0.05
+    python <system>_bench.py <db> idle --seconds 30
+    python <system>_bench.py <db> worker [worker arguments]   (used by the three above)
+
+Each subcommand prints one JSON object on its last line of stdout. ``<db>`` is ``postgres``,
+``sqlite`` or ``mariadb``; every system gets its own scratch database (``bench_<system>`` on the
+servers, ``/tmp/bench_<system>.sqlite3`` for SQLite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+# --- settings -------------------------------------------------------------------------------
+
+def database_settings(db: str, name: str) -> dict:
+    if db == "postgres":
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres",
+                "HOST": "127.0.0.1", "PORT": "5432"}
+    if db == "mariadb":
+        return {"ENGINE": "django.db.backends.mysql", "NAME": name, "USER": "root",
+                "HOST": "127.0.0.1", "PORT": "3306", "OPTIONS": {"charset": "utf8mb4"}}
+    if db == "sqlite":
+        # The same SQLite settings for every system: WAL, a busy timeout, and write
+        # transactions that take the lock when they begin.
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": f"/tmp/{name}.sqlite3",
+                "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE",
+                            "init_command": "PRAGMA journal_mode=WAL;"}}
+    raise SystemExit(f"unknown database {db!r}")
+
+
+def create_database(db: str, name: str) -> None:
+    """Create the scratch database on the server if it does not exist."""
+    if db == "postgres":
+        import psycopg
+
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+            if not c.execute("SELECT 1 FROM pg_database WHERE datname=%s", [name]).fetchone():
+                c.execute(f'CREATE DATABASE "{name}"')
+    elif db == "mariadb":
+        import MySQLdb
+
+        c = MySQLdb.connect(host="127.0.0.1", user="root")
+        c.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+        c.close()
+
+
+def configure(db: str, name: str, apps: list[str], **extra) -> None:
+    import django
+    from django.conf import settings
+
+    sys.path.insert(0, str(HERE))
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="benchmarks",
+        USE_TZ=True,
+        DATABASES={"default": database_settings(db, name)},
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", *apps],
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        LOGGING_CONFIG=None,
+        **extra,
+    )
+    django.setup()
+    if os.environ.get("BENCH_COUNT_FILE"):
+        install_statement_counter(os.environ["BENCH_COUNT_FILE"])
+
+
+# --- the no-op task body --------------------------------------------------------------------
+
+def noop_body(t: float | None = None) -> None:
+    """The body of every system's no-op task. With ``t`` (enqueue time), note when it started."""
+    if t is not None:
+        started = time.time()
+        path = os.environ.get("BENCH_LATENCY_FILE")
+        if path:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, f"{started - t:.6f}\n".encode())
+            finally:
+                os.close(fd)
+
+
+# --- statement counting (client side: every statement a process sends) --------------------
+
+_counter = itertools.count()
+_count = [0]
+
+
+def _bump() -> None:
+    _count[0] = next(_counter) + 1
+
+
+def install_statement_counter(path: str) -> None:
+    """Count statements sent by this process; write the count on SIGUSR1 and at exit.
+
+    Django connections are counted with an execute wrapper; psycopg cursors opened outside
+    Django (procrastinate's worker pool) by wrapping psycopg's cursor classes.
+    """
+    from django.db.backends.signals import connection_created
+
+    def wrapper(execute, sql, params, many, context):
+        _bump()
+        return execute(sql, params, many, context)
+
+    def on_connection(sender, connection, **kwargs):
+        if wrapper not in connection.execute_wrappers:
+            connection.execute_wrappers.append(wrapper)
+
+    if os.environ.get("BENCH_COUNT_PSYCOPG"):
+        # Django's PostgreSQL cursors are psycopg cursors too: counted once, here.
+        import psycopg
+
+        for cls in (psycopg.AsyncCursor, psycopg.Cursor):
+            for meth in ("execute", "executemany"):
+                _wrap_method(cls, meth)
+    else:
+        connection_created.connect(on_connection, weak=False)
+
+    def dump(*_):
+        Path(path).write_text(str(_count[0]))
+
+    signal.signal(signal.SIGUSR1, dump)
+    atexit.register(dump)
+
+
+def _wrap_method(cls, name):
+    import inspect
+
+    original = getattr(cls, name)
+    if inspect.iscoroutinefunction(original):
+        async def wrapped(self, *a, **k):
+            _bump()
+            return await original(self, *a, **k)
+    else:
+        def wrapped(self, *a, **k):
+            _bump()
+            return original(self, *a, **k)
+    setattr(cls, name, wrapped)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def spawn_worker(argv0: str, db: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, argv0, db, "worker", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        start_new_session=True,
+    )
+    proc.errfile = err
+    return proc
+
+
+def stderr_of(proc: subprocess.Popen) -> str:
+    proc.errfile.seek(0)
+    return proc.errfile.read().decode(errors="replace")[-3000:]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                stop(p)
+            raise SystemExit(f"workers did not finish within {timeout:.0f} s") from None
+    for proc in procs:
+        if proc.returncode != 0:
+            raise SystemExit(f"worker exited with {proc.returncode}: {stderr_of(proc)}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, in seconds, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pg_xacts(name: str) -> int:
+    """Committed + rolled back transactions of a PostgreSQL database (read from another one)."""
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute("SELECT pg_stat_clear_snapshot()")
+        row = c.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname=%s", [name]
+        ).fetchone()
+        return int(row[0])
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def emit(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+# --- the harness ----------------------------------------------------------------------------
+
+class Harness:
+    """Subclasses say how their system enqueues, empties its table and starts workers."""
+
+    system = "?"
+    dbname = "bench_x"
+    argv0 = ""
+    has_bulk = True
+    count_psycopg = False
+
+    def __init__(self, db: str):
+        self.db = db
+
+    # to implement
+    def setup_django(self) -> None: ...
+    def migrate(self) -> None: ...
+    def clear(self) -> None: ...
+    def enqueue_one(self, **kwargs) -> None: ...
+    def enqueue_bulk(self, payloads: list[dict]) -> None: ...
+    def pending(self) -> int: ...
+    def done(self) -> int: ...
+    def worker_args(self, *, threads: int, burst: bool) -> list[str]: ...
+    def run_worker(self, argv: list[str]) -> None: ...
+
+    # shared
+    def atomic(self):
+        from django.db import transaction
+
+        return transaction.atomic()
+
+    def cmd_setup(self, a) -> dict:
+        create_database(self.db, self.dbname)
+        self.setup_django()
+        self.migrate()
+        self.clear()
+        return {"ok": True}
+
+    def cmd_enqueue(self, a) -> dict:
+        self.setup_django()
+        self.clear()
+        n = a.jobs
+        if a.mode == "bulk":
+            if not self.has_bulk:
+                return {"rate": None, "note": "no bulk API"}
+            start = time.perf_counter()
+            self.enqueue_bulk([{"n": i} for i in range(n)])
+        elif a.mode == "atomic":
+            start = time.perf_counter()
+            with self.atomic():
+                for i in range(n):
+                    self.enqueue_one(n=i)
+        else:
+            start = time.perf_counter()
+            for i in range(n):
+                self.enqueue_one(n=i)
+        elapsed = time.perf_counter() - start
+        assert self.pending() == n, f"expected {n} pending, found {self.pending()}"
+        self.clear()
+        return {"rate": n / elapsed, "seconds": elapsed}
+
+    def cmd_drain(self, a) -> dict:
+        self.setup_django()
+        from django.db import connection
+
+        self.clear()
+        self.enqueue_bulk_or_atomic([{"n": i} for i in range(a.jobs)])
+        connection.close()
+        counts = [tempfile.mktemp(prefix="bench-count-") for _ in range(a.processes)]
+        xacts0 = pg_xacts(self.dbname) if self.db == "postgres" else None
+        start = time.perf_counter()
+        procs = [
+            spawn_worker(self.argv0, self.db, self.worker_args(threads=a.threads, burst=True),
+                         env={"BENCH_COUNT_FILE": c})
+            for c in counts
+        ]
+        wait_all(procs, a.timeout)
+        elapsed = time.perf_counter() - start
+        done = self.done()
+        statements = sum(int(Path(c).read_text() or 0) for c in counts if Path(c).exists())
+        for c in counts:
+            Path(c).unlink(missing_ok=True)
+        if done != a.jobs:
+            raise SystemExit(f"only {done} of {a.jobs} jobs finished")
+        out = {"rate": a.jobs / elapsed, "seconds": elapsed,
+               "statements_per_job": statements / a.jobs}
+        if xacts0 is not None:
+            time.sleep(0.6)  # let the workers' last statistics reach pg_stat_database
+            out["xacts_per_job"] = (pg_xacts(self.dbname) - xacts0) / a.jobs
+        self.clear()
+        return out
+
+    def enqueue_bulk_or_atomic(self, payloads):
+        if self.has_bulk:
+            self.enqueue_bulk(payloads)
+        else:
+            with self.atomic():
+                for p in payloads:
+                    self.enqueue_one(**p)
+
+    def cmd_latency(self, a) -> dict:
+        self.setup_django()
+        self.clear()
+        lat = tempfile.mktemp(prefix="bench-latency-")
+        proc = spawn_worker(self.argv0, self.db, self.worker_args(threads=a.threads, burst=False),
+                            env={"BENCH_LATENCY_FILE": lat})
+        try:
+            # Wait until the worker runs jobs: one probe job, then let it go idle.
+            self.enqueue_one(t=time.time())
+            deadline = time.monotonic() + 30
+            while not Path(lat).exists() and time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise SystemExit(f"worker exited: {stderr_of(proc)}")
+                time.sleep(0.05)
+            time.sleep(a.settle)
+            Path(lat).unlink(missing_ok=True)
+            for _ in range(a.jobs):
+                self.enqueue_one(t=time.time())
+                time.sleep(a.gap)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                got = Path(lat).read_text().split() if Path(lat).exists() else []
+                if len(got) >= a.jobs:
+                    break
+                time.sleep(0.1)
+        finally:
+            stop(proc)
+        values = [float(x) * 1000 for x in got]
+        Path(lat).unlink(missing_ok=True)
+        self.clear()
+        return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+                "p99": percentile(values, 99), "max": max(values) if values else None}
+
+    def cmd_idle(self, a) -> dict:
+        self.setup_django()
+        from django.db import connection
+
+        self.clear()
+        connection.close()
+        count = tempfile.mktemp(prefix="bench-count-")
+        proc = spawn_worker(self.argv0, self.db, self.worker_args(threads=a.threads, burst=False),
+                            env={"BENCH_COUNT_FILE": count})
+        try:
+            time.sleep(a.warmup)
+            if proc.poll() is not None:
+                raise SystemExit(f"worker exited: {stderr_of(proc)}")
+
+            def snapshot():
+                os.kill(proc.pid, signal.SIGUSR1)
+                time.sleep(0.3)
+                stmts = int(Path(count).read_text() or 0)
+                return (time.monotonic(), cpu_seconds(proc.pid), stmts,
+                        pg_xacts(self.dbname) if self.db == "postgres" else None)
+
+            t0, c0, s0, x0 = snapshot()
+            time.sleep(a.seconds)
+            t1, c1, s1, x1 = snapshot()
+        finally:
+            stop(proc)
+            Path(count).unlink(missing_ok=True)
+        span = t1 - t0
+        return {"seconds": span, "cpu_percent": 100 * (c1 - c0) / span,
+                "statements_per_s": (s1 - s0) / span,
+                "xacts_per_s": (x1 - x0) / span if x0 is not None else None}
+
+    def cmd_worker(self, argv: list[str]) -> None:
+        self.setup_django()
+        self.run_worker(argv)
+
+    def main(self) -> None:
+        if len(sys.argv) > 2 and sys.argv[2] == "worker":
+            self.db = sys.argv[1]
+            self.cmd_worker(sys.argv[3:])
+            return
+        p = argparse.ArgumentParser()
+        p.add_argument("db", choices=["postgres", "sqlite", "mariadb"])
+        sub = p.add_subparsers(dest="cmd", required=True)
+        sub.add_parser("setup")
+        e = sub.add_parser("enqueue")
+        e.add_argument("--jobs", type=int, default=5000)
+        e.add_argument("--mode", choices=["single", "atomic", "bulk"], default="single")
+        d = sub.add_parser("drain")
+        d.add_argument("--jobs", type=int, default=5000)
+        d.add_argument("--processes", type=int, default=1)
+        d.add_argument("--threads", type=int, default=1)
+        d.add_argument("--timeout", type=float, default=300)
+        lt = sub.add_parser("latency")
+        lt.add_argument("--jobs", type=int, default=200)
+        lt.add_argument("--gap", type=float, default=0.05)
+        lt.add_argument("--threads", type=int, default=1)
+        lt.add_argument("--settle", type=float, default=1.0)
+        i = sub.add_parser("idle")
+        i.add_argument("--seconds", type=float, default=30)
+        i.add_argument("--warmup", type=float, default=3)
+        i.add_argument("--threads", type=int, default=1)
+        self.add_arguments(sub)
+        a = p.parse_args()
+        self.db = a.db
+        emit({"system": self.system, "db": self.db, **getattr(self, f"cmd_{a.cmd}")(a)})
+
+    def add_arguments(self, sub) -> None:
+        pass
