@@ -30,7 +30,8 @@ def create_database(db: str) -> None:
         import psycopg
 
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as c:
-            if not c.execute("SELECT 1 FROM pg_database WHERE datname='django_jobs_bench'").fetchone():
+            exists = "SELECT 1 FROM pg_database WHERE datname='django_jobs_bench'"
+            if not c.execute(exists).fetchone():
                 c.execute("CREATE DATABASE django_jobs_bench")
     elif db == "mariadb":
         import MySQLdb
@@ -91,7 +92,8 @@ def main() -> None:
     empty()
     start = time.perf_counter()
     noop.enqueue_many([{"n": i} for i in range(args.jobs)])
-    print(f"  bulk enqueue (enqueue_many):     {args.jobs / (time.perf_counter() - start):9.0f} jobs/s")
+    rate = args.jobs / (time.perf_counter() - start)
+    print(f"  bulk enqueue (enqueue_many):     {rate:9.0f} jobs/s")
     empty()
     start = time.perf_counter()
     for i in range(min(args.jobs, 2000)):

@@ -15,4 +15,6 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 INSTALLED_APPS = ["django.contrib.auth", "django.contrib.contenttypes", "django_jobs",
                   "benchmarks.bench_app"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-DJANGO_JOBS = {"POLL_INTERVAL": float(os.environ["BENCH_POLL"])} if "BENCH_POLL" in os.environ else {}
+DJANGO_JOBS = (
+    {"POLL_INTERVAL": float(os.environ["BENCH_POLL"])} if "BENCH_POLL" in os.environ else {}
+)

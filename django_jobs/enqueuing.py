@@ -6,7 +6,9 @@ job enqueued in ``transaction.atomic()`` exists for workers only once that trans
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from . import clock, payload
 from .conf import jobs_settings
 from .jobtypes import QUEUE_MAX_LENGTH, check_priority, registry
 from .models import Job, JobStatus
+from .models.inserting import insert_new_jobs
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
@@ -37,7 +40,7 @@ def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
     options = {key: kwargs.pop(key) for key in list(kwargs) if key in ENQUEUE_OPTIONS}
     row = build_row(job_type, kwargs, **options)
     if row.unique_key is None:
-        row.save(using=jobs_settings.DATABASE, force_insert=True)
+        insert_new_jobs([row], jobs_settings.DATABASE)
     else:
         row = _save_unique(job_type, row)
     return _maybe_eager([row])[0]
@@ -46,26 +49,27 @@ def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
 def enqueue_many(
     job_type: JobType, payloads: Iterable[Mapping[str, Any]], **options: Any
 ) -> list[Job]:
-    """One bulk ``INSERT`` for many payloads sharing ``options``; all or nothing."""
+    """One bulk write for many payloads sharing ``options``; all or nothing."""
     unknown = set(options) - ENQUEUE_OPTIONS
     if unknown:
         raise TypeError(f"enqueue_many() got unknown options: {', '.join(sorted(unknown))}")
-    now = clock.now()
+    columns = RowOptions(job_type, now=clock.now(), **options)
     rows = []
     for index, data in enumerate(payloads):
         if not isinstance(data, Mapping):
             raise TypeError(
                 f"enqueue_many() item {index} is {type(data).__name__}; each must be a dict"
             )
-        rows.append(build_row(job_type, dict(data), now=now, what=f"payload[{index}]", **options))
+        rows.append(columns.row(dict(data), what=f"payload[{index}]"))
     if not rows:
         return []
     db = jobs_settings.DATABASE
-    if any(row.unique_key is not None for row in rows):
+    if columns.unique_key is not None:
         # Uniqueness is decided row by row against what is already pending.
         with transaction.atomic(using=db):
             return _maybe_eager([_save_unique(job_type, row) for row in rows])
-    return _maybe_eager(Job.objects.using(db).bulk_create(rows, batch_size=2000))
+    insert_new_jobs(rows, db)
+    return _maybe_eager(rows)
 
 
 def _maybe_eager(rows: list[Job]) -> list[Job]:
@@ -78,66 +82,119 @@ def _maybe_eager(rows: list[Job]) -> list[Job]:
     return run_eagerly(rows, propagate=state.propagate)
 
 
-def build_row(
-    job_type: JobType,
-    data: dict[str, Any],
-    *,
-    run_at: datetime | None = None,
-    delay: timedelta | float | None = None,
-    priority: int | None = None,
-    queue: str | None = None,
-    unique_key: str | None = None,
-    created_by: Any = None,
-    meta: dict[str, Any] | None = None,
-    now: datetime | None = None,
-    what: str = "payload",
-) -> Job:
+def build_row(job_type: JobType, data: dict[str, Any], **options: Any) -> Job:
     """An unsaved ``Job`` for one call, or a clear error naming the bad argument."""
-    now = now or clock.now()
-    label = f"{what} of job {job_type.name!r}"
-    payload.dumps(data, what=label, limit=jobs_settings.MAX_PAYLOAD_BYTES)
-    if meta is None:
-        meta = {}
-    if not isinstance(meta, dict):
-        raise TypeError(f"meta of job {job_type.name!r} must be a dict, not {type(meta).__name__}")
-    payload.dumps(meta, what=f"meta of job {job_type.name!r}")
-    if run_at is not None and delay is not None:
-        raise TypeError("give run_at= or delay=, not both")
-    if run_at is not None:
-        if not isinstance(run_at, datetime):
-            raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__}")
-        if timezone.is_naive(run_at):
-            raise ValueError("run_at must be an aware datetime (use django.utils.timezone)")
-    elif delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, (timedelta, int, float)):
-            raise TypeError(f"delay must be a timedelta or seconds, not {delay!r}")
-        run_at = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
-    else:
-        run_at = now
-    if priority is None:
-        priority = job_type.priority
-    check_priority(priority)
-    queue = job_type.queue if queue is None else queue
-    if not isinstance(queue, str) or not queue or len(queue) > QUEUE_MAX_LENGTH:
-        raise ValueError(f"queue must be a non-empty string of at most {QUEUE_MAX_LENGTH} chars")
-    if unique_key is None and job_type.unique is not None:
-        unique_key = job_type.name
-    if unique_key is not None and (not isinstance(unique_key, str) or len(unique_key) > 255):
-        raise ValueError("unique_key must be a string of at most 255 characters")
-    created_by_id = getattr(created_by, "pk", created_by)
-    return Job(
-        name=job_type.name,
-        data=data,
-        queue=queue,
-        priority=priority,
-        run_at=run_at,
-        created_at=now,
-        max_attempts=job_type.max_attempts,
-        unique_key=unique_key,
-        lock_key=job_type.lock_key_for(data),
-        created_by_id=created_by_id,
-        meta=meta,
-    )
+    return RowOptions(job_type, **options).row(data)
+
+
+class RowOptions:
+    """The enqueue options of a call, checked once, and the rows they make.
+
+    ``enqueue_many()`` shares one set of options among thousands of payloads: only the payload
+    and what derives from it (the lock key) is looked at row by row.
+    """
+
+    def __init__(
+        self,
+        job_type: JobType,
+        *,
+        run_at: datetime | None = None,
+        delay: timedelta | float | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        unique_key: str | None = None,
+        created_by: Any = None,
+        meta: dict[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        now = now or clock.now()
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict):
+            raise TypeError(
+                f"meta of job {job_type.name!r} must be a dict, not {type(meta).__name__}"
+            )
+        if meta:
+            payload.dumps(meta, what=f"meta of job {job_type.name!r}")
+        if run_at is not None and delay is not None:
+            raise TypeError("give run_at= or delay=, not both")
+        if run_at is not None:
+            if not isinstance(run_at, datetime):
+                raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__}")
+            if timezone.is_naive(run_at):
+                raise ValueError("run_at must be an aware datetime (use django.utils.timezone)")
+        elif delay is not None:
+            if isinstance(delay, bool) or not isinstance(delay, (timedelta, int, float)):
+                raise TypeError(f"delay must be a timedelta or seconds, not {delay!r}")
+            run_at = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+        else:
+            run_at = now
+        if priority is None:
+            priority = job_type.priority
+        check_priority(priority)
+        queue = job_type.queue if queue is None else queue
+        if not isinstance(queue, str) or not queue or len(queue) > QUEUE_MAX_LENGTH:
+            raise ValueError(
+                f"queue must be a non-empty string of at most {QUEUE_MAX_LENGTH} chars"
+            )
+        if unique_key is None and job_type.unique is not None:
+            unique_key = job_type.name
+        if unique_key is not None and (not isinstance(unique_key, str) or len(unique_key) > 255):
+            raise ValueError("unique_key must be a string of at most 255 characters")
+        self.job_type = job_type
+        self.unique_key = unique_key
+        self.limit = jobs_settings.MAX_PAYLOAD_BYTES
+        self.template = _template(
+            name=job_type.name,
+            queue=queue,
+            priority=priority,
+            run_at=run_at,
+            created_at=now,
+            max_attempts=job_type.max_attempts,
+            unique_key=unique_key,
+            created_by_id=getattr(created_by, "pk", created_by),
+            meta=meta,
+        )
+
+    def row(self, data: dict[str, Any], *, what: str = "payload") -> Job:
+        job_type = self.job_type
+        payload.dumps(data, what=f"{what} of job {job_type.name!r}", limit=self.limit)
+        values = self.template.copy()
+        values[_ID] = uuid.uuid4()
+        values[_DATA] = data
+        values[_LOCK_KEY] = job_type.lock_key_for(data)
+        # Positional arguments: the fast way into Model.__init__ (no keyword matching).
+        return Job(*values)
+
+
+def _template(**columns: Any) -> list[Any]:
+    """Every concrete field of ``Job`` in order: the value given, or its default."""
+    values = _defaults().copy()
+    for name, value in columns.items():
+        values[_INDEX[name]] = value
+    return values
+
+
+@functools.cache
+def _defaults() -> list[Any]:
+    """The defaults of ``Job``'s fields, computed once.
+
+    Fields with a callable default (``uuid4``, ``dict``, ``now``) are all set by ``RowOptions``
+    (a test holds that), so no mutable default is shared between rows.
+    """
+    return [
+        None if field.attname in _SET_BY_ROW_OPTIONS else field.get_default()
+        for field in Job._meta.concrete_fields
+    ]
+
+
+_INDEX = {field.attname: index for index, field in enumerate(Job._meta.concrete_fields)}
+_ID, _DATA, _LOCK_KEY = _INDEX["id"], _INDEX["data"], _INDEX["lock_key"]
+#: What ``RowOptions`` always sets, so these fields' callable defaults are never needed.
+_SET_BY_ROW_OPTIONS = frozenset(
+    {"id", "data", "lock_key", "name", "queue", "priority", "run_at", "created_at",
+     "max_attempts", "unique_key", "created_by_id", "meta"}
+)
 
 
 def unique_slot(name: str, unique_key: str) -> str:

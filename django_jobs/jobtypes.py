@@ -43,7 +43,8 @@ def _seconds(value: Any, what: str, *, allow_zero: bool) -> timedelta:
         raise ValueError(f"{what} must be a timedelta or a number of seconds, not {value!r}")
     delta = value if isinstance(value, timedelta) else timedelta(seconds=value)
     if delta < timedelta(0) or (delta == timedelta(0) and not allow_zero):
-        raise ValueError(f"{what} must be {'zero or ' if allow_zero else ''}positive, not {value!r}")
+        least = "zero or positive" if allow_zero else "positive"
+        raise ValueError(f"{what} must be {least}, not {value!r}")
     return delta
 
 

@@ -11,31 +11,55 @@ import math
 from typing import Any
 
 _SCALARS = (str, int, bool, type(None))
+#: Exact types that need no further look (subclasses go through isinstance).
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def find_non_json(value: Any, path: str) -> str | None:
     """Return a description of the first value under ``path`` that is not plain JSON."""
-    if isinstance(value, _SCALARS):
+    found = _first_problem(value)
+    if found is None:
+        return None
+    trail, problem = found
+    return f"{path}{''.join(reversed(trail))} {problem}"
+
+
+def _first_problem(value: Any) -> tuple[list[str], str] | None:
+    """The first non-JSON value: its path (innermost first) and what is wrong with it.
+
+    The path is built only on the way back from a problem, so clean payloads (nearly all of
+    them, and checked on every enqueue) cost one type check per value.
+    """
+    kind = type(value)
+    if kind in _PLAIN or isinstance(value, _SCALARS):
         return None
     if isinstance(value, float):
         if math.isfinite(value):
             return None
-        return f"{path} is {value!r}, which JSON cannot represent"
+        return [], f"is {value!r}, which JSON cannot represent"
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
-            found = find_non_json(item, f"{path}[{key!r}]")
+                return [], (
+                    f"has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
+                )
+            if type(item) in _PLAIN:
+                continue
+            found = _first_problem(item)
             if found:
+                found[0].append(f"[{key!r}]")
                 return found
         return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            found = find_non_json(item, f"{path}[{index}]")
+            if type(item) in _PLAIN:
+                continue
+            found = _first_problem(item)
             if found:
+                found[0].append(f"[{index}]")
                 return found
         return None
-    return f"{path} is of type {type(value).__name__}, which is not JSON-serialisable"
+    return [], f"is of type {kind.__name__}, which is not JSON-serialisable"
 
 
 def dumps(value: Any, *, what: str, limit: int | None = None) -> str:

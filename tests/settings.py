@@ -96,7 +96,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_jobs": {"handlers": ["stderr"], "level": env("JOBS_LOG_LEVEL", default="WARNING")}},
+    "loggers": {
+        "django_jobs": {"handlers": ["stderr"], "level": env("JOBS_LOG_LEVEL", default="WARNING")}
+    },
 }
 
 # Django's Tasks framework (Django >= 6.0): tasks of tests/tasksapp run through django-jobs.

@@ -95,7 +95,11 @@ def claim(
             )
         if not skip_locked:
             # Without row locks the guarded UPDATE decides; read back what we won.
-            won = set(Job.objects.filter(claim_id=claim_id).values_list("pk", flat=True))
+            # (By primary key: claim_id has no index, and the table may hold millions of rows.)
+            won = set(
+                Job.objects.filter(pk__in=[row.pk for row in chosen], claim_id=claim_id)
+                .values_list("pk", flat=True)
+            )
             chosen = [row for row in chosen if row.pk in won]
     for row in chosen:
         row.status = JobStatus.RUNNING

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connections
 
+from .. import clock
 from ..conf import jobs_settings
 from ..execution import Execution, worker_id
 from ..jobtypes import registry
-from .. import clock
 from ..models import Job, PausedQueue
 from ..pruning import prune
 from ..runner import execute

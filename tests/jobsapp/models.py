@@ -13,6 +13,9 @@ class Execution(models.Model):
     started = models.FloatField(default=0)
     ended = models.FloatField(default=0)
 
+    def __str__(self) -> str:
+        return self.token
+
 
 class Interval(models.Model):
     """Start/end of runs of locked jobs, to check that no two overlap."""
@@ -22,6 +25,9 @@ class Interval(models.Model):
     started = models.FloatField()
     ended = models.FloatField(null=True)
 
+    def __str__(self) -> str:
+        return f"{self.key} {self.started}-{self.ended}"
+
 
 class OccurrenceRun(models.Model):
     """One row per run of ``jobsapp.scheduling_tick``; ``occurrence`` is unique, so a second run
@@ -30,3 +36,6 @@ class OccurrenceRun(models.Model):
     occurrence = models.DateTimeField(unique=True)
     job_id = models.UUIDField()
     worker = models.CharField(max_length=100, default="")
+
+    def __str__(self) -> str:
+        return f"{self.occurrence} by {self.worker}"
