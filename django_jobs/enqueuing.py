@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from . import clock, payload
@@ -38,9 +40,9 @@ def enqueue(name: str, /, **data: Any) -> Job:
 
 def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
     options = {key: kwargs.pop(key) for key in list(kwargs) if key in ENQUEUE_OPTIONS}
-    row = build_row(job_type, kwargs, **options)
+    row, text = RowOptions(job_type, **options).row_and_json(kwargs)
     if row.unique_key is None:
-        insert_new_jobs([row], jobs_settings.DATABASE)
+        insert_new_jobs([row], jobs_settings.DATABASE, data_json=[text])
     else:
         row = _save_unique(job_type, row)
     return _maybe_eager([row])[0]
@@ -54,13 +56,15 @@ def enqueue_many(
     if unknown:
         raise TypeError(f"enqueue_many() got unknown options: {', '.join(sorted(unknown))}")
     columns = RowOptions(job_type, now=clock.now(), **options)
-    rows = []
+    rows, texts = [], []
     for index, data in enumerate(payloads):
         if not isinstance(data, Mapping):
             raise TypeError(
                 f"enqueue_many() item {index} is {type(data).__name__}; each must be a dict"
             )
-        rows.append(columns.row(dict(data), what=f"payload[{index}]"))
+        row, text = columns.row_and_json(dict(data), what=f"payload[{index}]")
+        rows.append(row)
+        texts.append(text)
     if not rows:
         return []
     db = jobs_settings.DATABASE
@@ -68,7 +72,7 @@ def enqueue_many(
         # Uniqueness is decided row by row against what is already pending.
         with transaction.atomic(using=db):
             return _maybe_eager([_save_unique(job_type, row) for row in rows])
-    insert_new_jobs(rows, db)
+    insert_new_jobs(rows, db, data_json=texts)
     return _maybe_eager(rows)
 
 
@@ -157,14 +161,33 @@ class RowOptions:
         )
 
     def row(self, data: dict[str, Any], *, what: str = "payload") -> Job:
+        return self.row_and_json(data, what=what)[0]
+
+    def row_and_json(self, data: dict[str, Any], *, what: str = "payload") -> tuple[Job, str]:
+        """The unsaved row for ``data``, and ``data`` as the JSON it was checked as."""
         job_type = self.job_type
-        payload.dumps(data, what=f"{what} of job {job_type.name!r}", limit=self.limit)
+        text = payload.dumps(data, what=f"{what} of job {job_type.name!r}", limit=self.limit)
         values = self.template.copy()
         values[_ID] = uuid.uuid4()
         values[_DATA] = data
         values[_LOCK_KEY] = job_type.lock_key_for(data)
-        # Positional arguments: the fast way into Model.__init__ (no keyword matching).
+        return _instantiate(values), text
+
+
+def _instantiate(values: list[Any]) -> Job:
+    """A ``Job`` from every field's value, in field order.
+
+    With a value for every field, ``Model.__init__`` only sets them one by one and sends
+    ``pre_init``/``post_init``; filling the instance's ``__dict__`` at once, as unpickling does,
+    halves the cost of ``enqueue_many()``. When anything listens to those signals for ``Job``,
+    the regular constructor runs so that it hears them.
+    """
+    if pre_init.has_listeners(Job) or post_init.has_listeners(Job):
         return Job(*values)
+    job = Job.__new__(Job)
+    job._state = ModelState()
+    job.__dict__.update(zip(_ATTNAMES, values, strict=True))
+    return job
 
 
 def _template(**columns: Any) -> list[Any]:
@@ -188,7 +211,8 @@ def _defaults() -> list[Any]:
     ]
 
 
-_INDEX = {field.attname: index for index, field in enumerate(Job._meta.concrete_fields)}
+_ATTNAMES = tuple(field.attname for field in Job._meta.concrete_fields)
+_INDEX = {attname: index for index, attname in enumerate(_ATTNAMES)}
 _ID, _DATA, _LOCK_KEY = _INDEX["id"], _INDEX["data"], _INDEX["lock_key"]
 #: What ``RowOptions`` always sets, so these fields' callable defaults are never needed.
 _SET_BY_ROW_OPTIONS = frozenset(

@@ -67,15 +67,38 @@ class _InsertPlan:
             return None
         return lambda value: field.get_db_prep_save(value, connection)
 
-    def values(self, job: Job) -> list[Any]:
-        for attname in self.left_out:
-            if getattr(job, attname) is not None:
-                raise ValueError(f"a new job is inserted without {attname}; it must be None")
-        row = [getattr(job, attname) for attname in self.attnames]
-        for index, adapt in enumerate(self.adapters):
-            if adapt is not None:
-                row[index] = adapt(row[index])
-        return row
+    def rows(self, jobs: Sequence[Job], data_json: Sequence[str] | None) -> list[list[Any]]:
+        """The parameters of each job's row.
+
+        Rows of one ``enqueue_many()`` share most of their values (the same queue, instant,
+        meta...): a value that is the very object of the row before is not adapted again.
+        """
+        left_out, attnames = self.left_out, self.attnames
+        adapted = [(index, adapt) for index, adapt in enumerate(self.adapters) if adapt]
+        data_at = attnames.index("data")
+        last_raw: list[Any] = [_UNSET] * len(attnames)
+        last_param: list[Any] = [None] * len(attnames)
+        rows = []
+        for number, job in enumerate(jobs):
+            values = job.__dict__
+            for attname in left_out:
+                if values[attname] is not None:
+                    raise ValueError(f"a new job is inserted without {attname}; it must be None")
+            row = [values[attname] for attname in attnames]
+            for index, adapt in adapted:
+                raw = row[index]
+                if raw is last_raw[index]:
+                    row[index] = last_param[index]
+                else:
+                    last_raw[index] = raw
+                    row[index] = last_param[index] = adapt(raw)
+            if data_json is not None:
+                row[data_at] = data_json[number]
+            rows.append(row)
+        return rows
+
+
+_UNSET = object()
 
 
 def _plan(connection: Any) -> _InsertPlan:
@@ -85,13 +108,18 @@ def _plan(connection: Any) -> _InsertPlan:
     return plan
 
 
-def insert_new_jobs(jobs: Sequence[Job], using: str) -> None:
-    """Insert unsaved ``jobs`` (built at enqueue time) on the ``using`` database."""
+def insert_new_jobs(
+    jobs: Sequence[Job], using: str, *, data_json: Sequence[str] | None = None
+) -> None:
+    """Insert unsaved ``jobs`` (built at enqueue time) on the ``using`` database.
+
+    ``data_json``: each job's payload already encoded as JSON, when the caller has it.
+    """
     if not jobs:
         return
     connection = connections[using]
     plan = _plan(connection)
-    rows = [plan.values(job) for job in jobs]
+    rows = plan.rows(jobs, data_json)
     if len(rows) == 1:
         with connection.cursor() as cursor:
             cursor.execute(plan.sql, rows[0])

@@ -476,3 +476,28 @@ def test_the_insert_leaves_out_only_nullable_columns_and_refuses_values_for_them
     with pytest.raises(ValueError, match="without started_at"):
         insert_new_jobs([row], jobs_settings.DATABASE)
     assert Job.objects.count() == 0
+
+
+def test_new_rows_are_built_through_init_when_something_listens_to_its_signals():
+    from django.db.models.signals import post_init
+
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.data)
+
+    post_init.connect(receiver, sender=Job)
+    try:
+        echo.enqueue_many([{"n": 1}, {"n": 2}])
+        echo.enqueue(n=3)
+    finally:
+        post_init.disconnect(receiver, sender=Job)
+    assert seen == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_new_rows_equal_rows_read_back_from_the_database():
+    rows = echo.enqueue_many([{"n": 1}, {"n": 2}], queue="mail", priority=3)
+    for row in rows:
+        stored = Job.objects.get(pk=row.pk)
+        for field in Job._meta.concrete_fields:
+            assert getattr(row, field.attname) == getattr(stored, field.attname), field.name
