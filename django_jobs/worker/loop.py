@@ -117,13 +117,19 @@ class Worker:
                 self._rescue_if_due()
                 self._schedule_if_due()
                 self._prune_if_due()
-                claimed = self._claim_into_free_slots()
+                claimed, asked = self._claim_into_free_slots()
                 failures = 0
-                if claimed:
-                    continue
+                if claimed and claimed == asked:
+                    continue  # every free slot was filled: more jobs may be due
                 if self._done():
                     break
-                sleep = self._sleep_time(poll)
+                # Nothing more is due: sleep until a job ends, a NOTIFY or the next poll. Right
+                # after handing jobs out, skip the next-run lookup: its query would hold the
+                # GIL just as those jobs start, and a job ending wakes the loop anyway.
+                if claimed:
+                    sleep = min(poll, jobs_settings.POLL_INTERVAL)
+                else:
+                    sleep = self._sleep_time(poll)
             except DatabaseError as exc:
                 failures += 1
                 self._database_trouble(exc, failures)
@@ -139,16 +145,17 @@ class Worker:
             return concurrency + max(PREFETCH, concurrency)
         return concurrency
 
-    def _claim_into_free_slots(self) -> int:
+    def _claim_into_free_slots(self) -> tuple[int, int]:
+        """Claim jobs for the free slots: (how many were claimed, how many were asked for)."""
         capacity = self._capacity()
         free = capacity - self.busy
         if self._inbox.qsize() and free < capacity - self.options.concurrency:
             # Jobs are still waiting for a thread: claim again once they run out, in one batch.
-            return 0
+            return 0, 0
         if self.options.max_jobs is not None:
             free = min(free, self.options.max_jobs - self.stats.claimed)
         if free <= 0:
-            return 0
+            return 0, 0
         rows = claim(
             self.id, free, queues=self.options.queues, exclude_names=registry.disabled_names(),
             exclude_queues=self._paused_queues(),
@@ -161,7 +168,7 @@ class Worker:
             self.monitor.add(execution)
             self._inbox.put(execution)
         self.stats.claimed += len(rows)
-        return len(rows)
+        return len(rows), free
 
     def _paused_queues(self) -> list[str]:
         """Paused queues, read at most every ``PAUSE_CHECK_INTERVAL`` seconds."""

@@ -359,3 +359,16 @@ def test_writes_about_a_claim_still_held_do_apply():
     row = snapshot(job)
     assert row["status"] == "scheduled" and row["claim_id"] is None
     assert not JobTypeLock.objects.exists()
+
+
+def test_the_compiled_claim_follows_the_clock_it_is_given():
+    # The claim's SELECT is compiled once per set of filters; only the instant changes.
+    from django_jobs import clock
+
+    later = clock.now() + timedelta(hours=1)
+    row = registry.get("jobsapp.echo").enqueue(n=1, run_at=later)
+    assert claim("w", 1) == []
+    assert claim("w", 1, now=later - timedelta(seconds=1)) == []
+    claimed = claim("w", 1, now=later + timedelta(seconds=1))
+    assert [job.pk for job in claimed] == [row.pk]
+    assert Job.objects.get(pk=row.pk).status == "running"
