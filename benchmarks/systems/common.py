@@ -34,6 +34,12 @@ HERE = Path(__file__).resolve().parent
 # --- settings -------------------------------------------------------------------------------
 
 def database_settings(db: str, name: str) -> dict:
+    # Persistent connections for every system: without them db_worker (which closes old
+    # connections around every task, as a request would) reconnects for each task.
+    return {**_database_settings(db, name), "CONN_MAX_AGE": None}
+
+
+def _database_settings(db: str, name: str) -> dict:
     if db == "postgres":
         return {"ENGINE": "django.db.backends.postgresql", "NAME": name, "USER": "postgres",
                 "HOST": "127.0.0.1", "PORT": "5432"}
