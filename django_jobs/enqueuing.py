@@ -55,20 +55,20 @@ def enqueue_many(
     unknown = set(options) - ENQUEUE_OPTIONS
     if unknown:
         raise TypeError(f"enqueue_many() got unknown options: {', '.join(sorted(unknown))}")
-    columns = RowOptions(job_type, now=clock.now(), **options)
+    shared = RowOptions(job_type, now=clock.now(), **options)
     rows, texts = [], []
     for index, data in enumerate(payloads):
         if not isinstance(data, Mapping):
             raise TypeError(
                 f"enqueue_many() item {index} is {type(data).__name__}; each must be a dict"
             )
-        row, text = columns.row_and_json(dict(data), what=f"payload[{index}]")
+        row, text = shared.row_and_json(dict(data), what=f"payload[{index}]")
         rows.append(row)
         texts.append(text)
     if not rows:
         return []
     db = jobs_settings.DATABASE
-    if columns.unique_key is not None:
+    if shared.unique_key is not None:
         # Uniqueness is decided row by row against what is already pending.
         with transaction.atomic(using=db):
             return _maybe_eager([_save_unique(job_type, row) for row in rows])
