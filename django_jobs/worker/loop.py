@@ -123,10 +123,11 @@ class Worker:
                     continue  # every free slot was filled: more jobs may be due
                 if self._done():
                     break
-                # Nothing more is due: sleep until a job ends, a NOTIFY or the next poll. Right
-                # after handing jobs out, skip the next-run lookup: its query would hold the
-                # GIL just as those jobs start, and a job ending wakes the loop anyway.
-                if claimed:
+                # Nothing more to claim now: sleep until a job ends, a NOTIFY or the next poll.
+                # While jobs are held (just handed out, or all slots full), skip the next-run
+                # lookup: a job ending wakes the loop anyway, and the query would hold the GIL
+                # just as those jobs run.
+                if claimed or (asked == 0 and self.busy):
                     sleep = min(poll, jobs_settings.POLL_INTERVAL)
                 else:
                     sleep = self._sleep_time(poll)
