@@ -93,8 +93,16 @@ def configure(db: str, name: str, apps: list[str], **extra) -> None:
 
 # --- the no-op task body --------------------------------------------------------------------
 
+#: When this process ran its first and its last no-op (drains report the span between them).
+_span = [0.0, 0.0]
+
+
 def noop_body(t: float | None = None) -> None:
     """The body of every system's no-op task. With ``t`` (enqueue time), note when it started."""
+    now = time.time()
+    if not _span[0]:
+        _span[0] = now
+    _span[1] = now
     if t is not None:
         started = time.time()
         path = os.environ.get("BENCH_LATENCY_FILE")
@@ -143,7 +151,8 @@ def install_statement_counter(path: str) -> None:
         connection_created.connect(on_connection, weak=False)
 
     def dump(*_):
-        Path(path).write_text(str(_count[0]))
+        Path(path).write_text(json.dumps({"statements": _count[0], "first": _span[0],
+                                          "last": _span[1]}))
 
     signal.signal(signal.SIGUSR1, dump)
     atexit.register(dump)
@@ -321,12 +330,18 @@ class Harness:
         wait_all(procs, a.timeout)
         elapsed = time.perf_counter() - start
         done = self.done()
-        statements = sum(int(Path(c).read_text() or 0) for c in counts if Path(c).exists())
+        dumps = [json.loads(Path(c).read_text()) for c in counts if Path(c).exists()]
         for c in counts:
             Path(c).unlink(missing_ok=True)
         if done != a.jobs:
             raise SystemExit(f"only {done} of {a.jobs} jobs finished")
+        statements = sum(d["statements"] for d in dumps)
+        # Steady state: from the first job body to the last, across processes (no start-up,
+        # no exit), beside the rate from launching the workers to their exit.
+        firsts = [d["first"] for d in dumps if d["first"]]
+        span = max(d["last"] for d in dumps) - min(firsts) if firsts else 0
         out = {"rate": a.jobs / elapsed, "seconds": elapsed,
+               "steady_rate": (a.jobs - 1) / span if span > 0 else None,
                "statements_per_job": statements / a.jobs}
         if xacts0 is not None:
             time.sleep(0.6)  # let the workers' last statistics reach pg_stat_database
