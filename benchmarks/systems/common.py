@@ -407,7 +407,7 @@ class Harness:
             def snapshot():
                 os.kill(proc.pid, signal.SIGUSR1)
                 time.sleep(0.3)
-                stmts = int(Path(count).read_text() or 0)
+                stmts = json.loads(Path(count).read_text())["statements"]
                 return (time.monotonic(), cpu_seconds(proc.pid), stmts,
                         pg_xacts(self.dbname) if self.db == "postgres" else None)
 
