@@ -225,8 +225,10 @@ def main() -> None:
                         put(db, s, f"drain_{procs}x{threads}_steady", out.get("steady_rate"))
                         put(db, s, f"drain_{procs}x{threads}_stmts", out.get("statements_per_job"))
                         put(db, s, f"drain_{procs}x{threads}_xacts", out.get("xacts_per_job"))
+                    # The leader among every configuration, 1x1 included: for a system whose
+                    # extra processes only contend, one process is its best.
                     drain_best[s] = max(
-                        (c for c in DRAIN_CONFIGS[s].get(db, DRAIN_CONFIGS[s]["default"])[1:]
+                        (c for c in DRAIN_CONFIGS[s].get(db, DRAIN_CONFIGS[s]["default"])
                          if med(R[db][s].get(f"drain_{c[0]}x{c[1]}", [])) is not None),
                         key=lambda c: med(R[db][s][f"drain_{c[0]}x{c[1]}"]),
                         default=(1, 1),
@@ -295,9 +297,21 @@ ROWS = [
 ]
 
 
+def best_drain_config(res: dict) -> str | None:
+    """The configuration with the highest median among those measured in every run."""
+    runs = {key[len("drain_"):]: values for key, values in res.items()
+            if key.startswith("drain_") and key.count("_") == 1 and key != "drain_best_config"}
+    runs = {cfg: values for cfg, values in runs.items() if med(values) is not None}
+    if not runs:
+        return None
+    most = max(len(values) for values in runs.values())
+    return max((cfg for cfg, values in runs.items() if len(values) == most),
+               key=lambda cfg: med(runs[cfg]))
+
+
 def value(res: dict, key: str):
     if key in ("drain_best", "drain_best_steady"):
-        cfg = res.get("drain_best_config", [None])[0]
+        cfg = best_drain_config(res)
         suffix = "_steady" if key.endswith("_steady") else ""
         return (med(res.get(f"drain_{cfg}{suffix}", [])), cfg) if cfg else (None, None)
     return med(res.get(key, [])), None
