@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,7 +25,9 @@ from .job import Job
 #: Nullable columns a new job may fill at enqueue time; every other nullable column starts NULL.
 ENQUEUE_NULLABLE = frozenset({"unique_key", "unique_slot", "lock_key", "created_by_id"})
 
-_plans: weakref.WeakKeyDictionary[Any, _InsertPlan] = weakref.WeakKeyDictionary()
+#: Plans by (alias, vendor). A plan's adapters are pure functions of a value (the backend's
+#: own, bound to the first connection of the alias), so every thread shares it.
+_plans: dict[tuple[str, str], _InsertPlan] = {}
 
 
 def _json_text(value: Any) -> str | None:
@@ -102,9 +103,10 @@ _UNSET = object()
 
 
 def _plan(connection: Any) -> _InsertPlan:
-    plan = _plans.get(connection)
+    key = (connection.alias, connection.vendor)
+    plan = _plans.get(key)
     if plan is None:
-        plan = _plans[connection] = _InsertPlan(connection)
+        plan = _plans[key] = _InsertPlan(connection)
     return plan
 
 
