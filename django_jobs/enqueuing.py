@@ -88,7 +88,7 @@ def _maybe_eager(rows: list[Job]) -> list[Job]:
 
 def build_row(job_type: JobType, data: dict[str, Any], **options: Any) -> Job:
     """An unsaved ``Job`` for one call, or a clear error naming the bad argument."""
-    return RowOptions(job_type, **options).row(data)
+    return RowOptions(job_type, **options).row_and_json(data)[0]
 
 
 class RowOptions:
@@ -159,9 +159,6 @@ class RowOptions:
             created_by_id=getattr(created_by, "pk", created_by),
             meta=meta,
         )
-
-    def row(self, data: dict[str, Any], *, what: str = "payload") -> Job:
-        return self.row_and_json(data, what=what)[0]
 
     def row_and_json(self, data: dict[str, Any], *, what: str = "payload") -> tuple[Job, str]:
         """The unsaved row for ``data``, and ``data`` as the JSON it was checked as."""

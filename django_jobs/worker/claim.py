@@ -61,18 +61,12 @@ def claim(
     # Ask for a few more than needed: some may share a lock key.
     fetch = limit * 2 if limit > 1 else 1
     with _immediate(connection), transaction.atomic(using=db):
+        filters = (tuple(sorted(queues or ())), tuple(sorted(exclude_names)),
+                   tuple(sorted(exclude_queues)), fetch, skip_locked)
         if ids is None:
-            rows = _compiled_candidates(
-                db, tuple(queues or ()), tuple(exclude_names), tuple(exclude_queues), fetch,
-                skip_locked,
-            ).fetch(now)
+            rows = _compiled_candidates(db, *filters).fetch(now)
         else:
-            candidates = Job.objects.claimable(
-                now, queues=queues, exclude_names=exclude_names, exclude_queues=exclude_queues
-            ).filter(pk__in=list(ids))
-            if skip_locked:
-                candidates = candidates.select_for_update(skip_locked=True)
-            rows = list(candidates[:fetch])
+            rows = list(_candidates(db, now, *filters, ids=list(ids)))
         chosen: list[Job] = []
         keys: set[str] = set()
         for row in rows:
@@ -126,15 +120,10 @@ class _CompiledCandidates:
     #: A stand-in instant, found again in the compiled parameters.
     MARKER = datetime(1999, 12, 31, 23, 59, 58, 123457, tzinfo=UTC)
 
-    def __init__(self, db: str, queues, exclude_names, exclude_queues, fetch, skip_locked):
+    def __init__(self, db: str, *filters):
         self.db = db
-        candidates = Job.objects.using(db).claimable(
-            self.MARKER, queues=queues, exclude_names=exclude_names,
-            exclude_queues=exclude_queues,
-        )
-        if skip_locked:
-            candidates = candidates.select_for_update(skip_locked=True)
-        self.sql, params = candidates[:fetch].query.get_compiler(using=db).as_sql()
+        candidates = _candidates(db, self.MARKER, *filters)
+        self.sql, params = candidates.query.get_compiler(using=db).as_sql()
         self.params = list(params)
         self.run_at = Job._meta.get_field("run_at")
         marker = self._adapt(self.MARKER)
@@ -153,9 +142,21 @@ class _CompiledCandidates:
         return list(Job.objects.using(self.db).raw(self.sql, params))
 
 
+def _candidates(db, now, queues, exclude_names, exclude_queues, fetch, skip_locked, ids=None):
+    """The rows a claim looks at: claimable now, locked as they are read, ``fetch`` at most."""
+    candidates = Job.objects.using(db).claimable(
+        now, queues=queues, exclude_names=exclude_names, exclude_queues=exclude_queues
+    )
+    if ids is not None:
+        candidates = candidates.filter(pk__in=ids)
+    if skip_locked:
+        candidates = candidates.select_for_update(skip_locked=True)
+    return candidates[:fetch]
+
+
 @functools.lru_cache(maxsize=64)
-def _compiled_candidates(db, queues, exclude_names, exclude_queues, fetch, skip_locked):
-    return _CompiledCandidates(db, queues, exclude_names, exclude_queues, fetch, skip_locked)
+def _compiled_candidates(db, *filters) -> _CompiledCandidates:
+    return _CompiledCandidates(db, *filters)
 
 
 def _default_timeout():

@@ -372,3 +372,13 @@ def test_the_compiled_claim_follows_the_clock_it_is_given():
     claimed = claim("w", 1, now=later + timedelta(seconds=1))
     assert [job.pk for job in claimed] == [row.pk]
     assert Job.objects.get(pk=row.pk).status == "running"
+
+
+def test_each_set_of_claim_filters_gets_its_own_compiled_query():
+    echo = registry.get("jobsapp.echo")
+    mail = echo.enqueue(n=1, queue="mail")
+    sms = echo.enqueue(n=2, queue="sms")
+    assert [j.pk for j in claim("w", 1, queues=["mail"])] == [mail.pk]
+    assert claim("w", 1, queues=["mail"]) == []
+    assert claim("w", 1, exclude_queues=["sms"]) == []
+    assert [j.pk for j in claim("w", 1, queues=["sms"])] == [sms.pk]
