@@ -17,13 +17,14 @@ from .exceptions import (
     UnknownJob,
 )
 from .jobtypes import JobType, job, registry
+from .version import __version__
 
 if TYPE_CHECKING:
     from .models import Job
 
-__version__ = "0.1.0"
 
 __all__ = [
+    "__version__",
     "JobAlreadyRunning",
     "JobCancelled",
     "JobContext",

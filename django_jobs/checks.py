@@ -6,6 +6,7 @@ django_jobs.E003  a setting has the wrong type or an out-of-range value
 django_jobs.E004  DJANGO_JOBS['DATABASE'] names no configured database
 django_jobs.E005  JOBS_<NAME>_ENABLED holds something that is neither true nor false
 django_jobs.E006  a job's schedule cannot compute its next run
+django_jobs.E007  WORKER_LOST_AFTER is shorter than three heartbeat intervals
 """
 
 from __future__ import annotations
@@ -59,6 +60,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(
                 Error(f"DJANGO_JOBS[{key!r}] should be positive, not {value!r}.",
                       id="django_jobs.E003")
+            )
+    if not errors:
+        lost_after = float(user.get("WORKER_LOST_AFTER", DEFAULTS["WORKER_LOST_AFTER"]))
+        heartbeat = float(user.get("HEARTBEAT_INTERVAL", DEFAULTS["HEARTBEAT_INTERVAL"]))
+        if lost_after < 3 * heartbeat:
+            errors.append(
+                Error(
+                    f"DJANGO_JOBS['WORKER_LOST_AFTER'] is {lost_after:g}s, less than three "
+                    f"heartbeat intervals ({3 * heartbeat:g}s).",
+                    hint="A worker that misses one heartbeat (a pause of the process, a slow "
+                    "database) would be written off while alive. Raise WORKER_LOST_AFTER or "
+                    "lower HEARTBEAT_INTERVAL.",
+                    id="django_jobs.E007",
+                )
             )
     database = user.get("DATABASE", DEFAULTS["DATABASE"])
     if isinstance(database, str) and database not in settings.DATABASES:

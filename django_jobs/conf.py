@@ -22,8 +22,17 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_THROTTLE": 0.5,
     # Seconds between two idle polls of the worker (``runjobs --poll-interval`` overrides it).
     "POLL_INTERVAL": 1.0,
-    # Seconds between two sweeps for stale jobs of dead workers.
+    # Seconds between two sweeps for lost workers and their runs.
     "RESCUE_INTERVAL": 5.0,
+    # Seconds without a heartbeat (by the database's clock) after which a worker process is
+    # lost and its runs are recovered. At least three heartbeat intervals.
+    "WORKER_LOST_AFTER": 30.0,
+    # Seconds a run that passed its timeout may go on before its worker gives up on the
+    # thread and exits (so that its supervisor starts a fresh process).
+    "HUNG_AFTER": 60.0,
+    # Seconds a due row whose job name no live worker has registered waits before it is
+    # failed as an unregistered job (a deploy may be bringing the code that knows it).
+    "UNKNOWN_JOB_GRACE": 3600.0,
     # Seconds a stopping worker gives running jobs (``runjobs --grace`` overrides it).
     "GRACE": 30.0,
     # Seconds between two pruning passes of a worker (finished rows older than ``keep``).
@@ -46,6 +55,9 @@ TYPES: dict[str, tuple[type, ...]] = {
     "PROGRESS_THROTTLE": (int, float),
     "POLL_INTERVAL": (int, float),
     "RESCUE_INTERVAL": (int, float),
+    "WORKER_LOST_AFTER": (int, float),
+    "HUNG_AFTER": (int, float),
+    "UNKNOWN_JOB_GRACE": (int, float),
     "GRACE": (int, float),
     "PRUNE_INTERVAL": (int, float),
     "NOTIFY": (bool,),
@@ -91,6 +103,18 @@ class Settings:
     @property
     def RESCUE_INTERVAL(self) -> float:
         return float(self._get("RESCUE_INTERVAL"))
+
+    @property
+    def WORKER_LOST_AFTER(self) -> float:
+        return float(self._get("WORKER_LOST_AFTER"))
+
+    @property
+    def HUNG_AFTER(self) -> float:
+        return float(self._get("HUNG_AFTER"))
+
+    @property
+    def UNKNOWN_JOB_GRACE(self) -> float:
+        return float(self._get("UNKNOWN_JOB_GRACE"))
 
     @property
     def GRACE(self) -> float:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from . import clock
 from .conf import jobs_settings
 from .exceptions import JobCancelled, JobTimeout
-from .payload import truncate
+from .payload import storable_text
 
 if TYPE_CHECKING:
     from .execution import Execution
@@ -52,11 +52,15 @@ class JobContext:
     def cancelled(self) -> bool:
         """True once cancellation was requested, the timeout passed or the claim was lost.
 
-        The database is asked at most once per ``CANCEL_CHECK_INTERVAL`` seconds.
+        In a worker the monitor thread reads cancellation requests (every
+        ``CANCEL_CHECK_INTERVAL`` seconds) so this costs no query; elsewhere the database is
+        asked at most that often.
         """
         execution = self._execution
         if execution.timed_out or execution.lost or execution.past_deadline:
             return True
+        if execution.monitored:
+            return execution.cancel_requested
         if self._cancel_requested:
             return True
         now = time.monotonic()
@@ -116,7 +120,7 @@ class JobContext:
             eta_at = now + (eta if isinstance(eta, timedelta) else timedelta(seconds=float(eta)))
         fields: dict[str, Any] = {"progress": fraction, "eta": eta_at}
         if message is not None:
-            fields["progress_message"] = truncate(str(message), jobs_settings.MAX_TEXT_LENGTH)
+            fields["progress_message"] = storable_text(str(message), jobs_settings.MAX_TEXT_LENGTH)
         with self._lock:
             if self._pending:
                 fields = {**self._pending, **fields}
@@ -126,14 +130,33 @@ class JobContext:
             self.flush()
 
     def flush(self) -> None:
-        """Write pending progress now (done for you at the end of the run)."""
+        """Write pending progress now (done for you at the end of the run).
+
+        In a worker the write is handed to the monitor thread, which makes it on its own
+        connection: never inside a transaction the job holds open, never waiting on it.
+        """
         with self._lock:
             fields, self._pending = self._pending, None
             self._last_write = time.monotonic()
-        if fields:
-            self._execution.update(**fields)
-            for key, value in fields.items():
-                setattr(self.job, key, value)
+        if not fields:
+            return
+        execution = self._execution
+        if execution.monitored:
+            execution.queue_progress(fields)
+        else:
+            execution.update(**fields)
+        for key, value in fields.items():
+            setattr(self.job, key, value)
+
+    def take_pending(self) -> dict[str, Any] | None:
+        """Progress not written yet (throttled, or still with the monitor): the run's final
+        write carries it."""
+        with self._lock:
+            fields, self._pending = self._pending, None
+        handed = self._execution.take_progress()
+        if handed or fields:
+            return {**(handed or {}), **(fields or {})}
+        return None
 
     def phases(self, weights: Mapping[str, float]) -> Phases:
         """Weighted phases: ``with ctx.phases({...})("name") as p: p.progress(0.5)``."""

@@ -1,8 +1,12 @@
 """A claimed run and every write made about it.
 
 Each write is fenced: it names the row *and* the claim (``claim_id``) and only applies while the
-row is still running under that claim. A worker that was written off as dead, or whose job was
+row is still running under that claim. A worker that was written off as lost, or whose job was
 timed out or released, therefore changes nothing when it wakes up.
+
+A run is alive as long as the process that claimed it (its ``owner``, a ``Worker`` row) keeps
+beating; its timeout is enforced by that process. Runs without an owner (eager mode and
+``run_due_jobs()`` in tests) keep the older lease: ``locked_until`` is their deadline.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import InterfaceError, OperationalError, connections, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 
 from . import clock, payload, signals
 from .conf import jobs_settings
@@ -30,9 +34,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_jobs")
 
-#: How long past its deadline a running row's lease lasts: the live worker times its own job
-#: out first; rescuers only act on rows whose worker is really gone.
+#: Timeout of a row whose job is not registered here (it is failed at once anyway).
+DEFAULT_TIMEOUT = timedelta(minutes=5)
+#: Longest pause between two tries of a write while the database is unreachable.
+MAX_RETRY_PAUSE = 5.0
+
+
 def lease_margin() -> timedelta:
+    """How long past its deadline an owner-less run's lease lasts."""
     return timedelta(seconds=max(2 * jobs_settings.HEARTBEAT_INTERVAL, 1.0))
 
 
@@ -61,38 +70,75 @@ class Outcome:
 
 
 class Execution:
-    """One claimed row in this process: its deadline, its claim, its throttles."""
+    """One claimed row in this process: its claim, its deadline, what its monitor knows."""
 
-    def __init__(self, job: Job, job_type: JobType | None, *, worker: str) -> None:
+    def __init__(
+        self,
+        job: Job,
+        job_type: JobType | None,
+        *,
+        worker: str,
+        owner: uuid.UUID | None = None,
+        monitored: bool = False,
+    ) -> None:
         self.job = job
         self.job_type = job_type
         self.claim_id = job.claim_id
         self.worker = worker
-        timeout = job_type.timeout if job_type else timedelta(minutes=5)
-        self.deadline: datetime = (job.started_at or clock.now()) + timeout
+        self.owner = owner
+        # A monitor thread beats, enforces the timeout, writes progress and reads cancellation
+        # requests for this run; without one, the run's own thread does what it can.
+        self.monitored = monitored
+        self.timeout: timedelta = job_type.timeout if job_type else DEFAULT_TIMEOUT
+        self.deadline: datetime | None = None  # set when the run really starts
+        self.started = False
         self.finished = threading.Event()  # set once an outcome is written (by anyone)
+        self.returned = threading.Event()  # the run's thread is back from the job's code
         self.timed_out = False
+        self.timed_out_at: float | None = None  # monotonic
         self.lost = False  # the claim was taken away: stop writing, stop working
+        self.cancel_requested = False
+        self.abandoned = False  # the process is leaving: stop retrying writes
         self.lingering_lock = False  # finished (timed out) but its thread still runs
+        # The lock key is freed by the caller on a connection of its own (fn.run() inside a
+        # transaction), never by the outcome's write.
+        self.frees_lock_apart = False
+        self.thread_id: int | None = None
+        self._pending_progress: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Execution {self.job.name} {self.job.pk}>"
 
-    def begin(self) -> None:
-        """The run starts on its thread now: its timeout counts from here.
+    # -- starting ------------------------------------------------------------------------------
 
-        A prefetched row may have waited in memory since its claim; if that ate into its
-        lease, the lease is pushed out so that nobody rescues a run that just began.
+    def begin(self) -> bool:
+        """Start the run now, if it is still ours: its timeout counts from here.
+
+        The start is written (fenced) before any of the job's code runs, so a claimed row that
+        never started is told apart from one that did: after a crash, the first goes back to
+        the queue without using an attempt. ``False``: the row is no longer ours (released,
+        recovered, cancelled), and the run must not start.
         """
+        with self._lock:
+            if self.finished.is_set() or self.lost:
+                return False
         now = clock.now()
-        claimed_at = self.job.started_at or now
-        timeout = self.deadline - claimed_at
-        self.deadline = now + timeout
-        if now - claimed_at > lease_margin() / 2:
-            self.extend(timeout.total_seconds())
+        fields: dict[str, Any] = {"started_at": clock.sql_now(), "heartbeat_at": clock.sql_now()}
+        if self.owner is None:
+            fields["locked_until"] = now + self.timeout + lease_margin()
+        won = self._retrying(lambda: self.fenced().update(**fields) == 1, "the start")
+        if not won:
+            self.lost = True
+            return False
+        self.thread_id = threading.get_ident()
+        self.job.started_at = self.job.heartbeat_at = now
+        with self._lock:
+            self.deadline = now + self.timeout
+            self.started = True
+        return True
 
-    # -- the fence ---------------------------------------------------------------------------
+    # -- the fence -----------------------------------------------------------------------------
 
     def fenced(self):
         return Job.objects.claimed_by(self.job.pk, self.claim_id)
@@ -102,53 +148,71 @@ class Execution:
         if self.finished.is_set():
             return False
         won = self.fenced().update(**fields) == 1
-        if not won:
+        if not won and not self.finished.is_set():
             self.lost = True
         return won
 
     @property
     def past_deadline(self) -> bool:
-        return clock.now() >= self.deadline
+        deadline = self.deadline
+        return deadline is not None and clock.now() >= deadline
 
     def extend(self, seconds: float) -> datetime:
-        """Push the deadline so that at least ``seconds`` remain; persist the lease."""
+        """Push the deadline so that at least ``seconds`` remain.
+
+        A run's life is its worker's heartbeat, so nothing is written; an owner-less run's
+        lease follows its deadline.
+        """
         target = clock.now() + timedelta(seconds=seconds)
         with self._lock:
-            if target > self.deadline:
+            if self.deadline is None or target > self.deadline:
                 self.deadline = target
-        lease = self.deadline + lease_margin()
-        if self.update(locked_until=lease) and self.job.lock_key:
-            JobTypeLock.objects.filter(key=self.job.lock_key, claim_id=self.claim_id).update(
-                locked_until=lease
-            )
-        return self.deadline
+            deadline = self.deadline
+        if self.owner is None:
+            self.update(locked_until=deadline + lease_margin())
+        return deadline
 
-    # -- endings -----------------------------------------------------------------------------
+    # -- progress ------------------------------------------------------------------------------
+
+    def queue_progress(self, fields: dict[str, Any]) -> None:
+        """Hand progress to the monitor, which writes it on its own connection."""
+        with self._lock:
+            self._pending_progress = {**(self._pending_progress or {}), **fields}
+
+    def take_progress(self) -> dict[str, Any] | None:
+        with self._lock:
+            fields, self._pending_progress = self._pending_progress, None
+        return fields
+
+    # -- endings -------------------------------------------------------------------------------
 
     def finish(
         self, outcome: Outcome, extra: dict[str, Any] | None = None, *, keep_lock: bool = False
     ) -> bool:
-        """Write the outcome (retrying passing database errors); ``True`` if it was ours.
+        """Write the outcome; ``True`` if it was ours and landed.
 
-        With ``keep_lock`` the lock key stays held (``lingering_lock``) until
+        Passing database errors are retried for as long as the run is ours and the process
+        is not leaving, however long the outage. A write the database refuses (a value it
+        cannot store) is replaced by a ``failed`` outcome that says which write failed and
+        why. With ``keep_lock`` the lock key stays held (``lingering_lock``) until
         ``release_lingering_lock()``, called once the run's thread has really returned.
         """
         with self._lock:
             if self.finished.is_set():
                 return False
-            won = with_db_retry(
-                lambda: record_outcome(
-                    self.job, self.claim_id, outcome, extra=extra, keep_lock=keep_lock
-                )
+            won, outcome = self._write_outcome(
+                outcome, extra, keep_lock or self.frees_lock_apart
             )
             self.finished.set()
-            self.lingering_lock = bool(won and keep_lock and self.job.lock_key)
+            self.lingering_lock = bool(
+                won and keep_lock and self.job.lock_key and not self.frees_lock_apart
+            )
         if not won:
             self.lost = True
             return False
         self.job.status = outcome.status
-        signals.job_finished.send(
-            sender=Job, job=self.job, status=outcome.status, result=outcome.result,
+        send_robust(
+            signals.job_finished, job=self.job, status=outcome.status, result=outcome.result,
             error=outcome.error,
         )
         hook = self.job_type and self.job_type.on_error
@@ -156,27 +220,101 @@ class Execution:
             call_hook(hook, self.job, outcome.exc, "on_error")
         return True
 
+    def _write_outcome(
+        self, outcome: Outcome, extra: dict[str, Any] | None, keep_lock: bool
+    ) -> tuple[bool, Outcome]:
+        def write(what: Outcome, fields: dict[str, Any] | None) -> bool:
+            return bool(record_outcome(self.job, self.claim_id, what, extra=fields,
+                                       keep_lock=keep_lock))
+
+        try:
+            return self._retrying(lambda: write(outcome, extra), "the outcome"), outcome
+        except (OperationalError, InterfaceError):
+            return False, outcome  # the run was taken away, or the process is leaving
+        except Exception as exc:
+            # The database refused the write (a result it cannot store, a broken connection
+            # state...): record why, so the row never stays running.
+            logger.warning("[%s] %s: the outcome could not be written (%s); recording a "
+                           "failure instead", self.job.name, self.job.pk, exc)
+            fallback = Outcome.failed(
+                f"the run ended {outcome.status}, but its outcome could not be written: "
+                f"{type(exc).__name__}: {exc}", outcome.exc, retry=False,
+            )
+        close_broken_connection()
+        try:
+            return self._retrying(lambda: write(fallback, None), "the outcome"), fallback
+        except Exception:
+            logger.exception("[%s] %s: not even the failure could be written", self.job.name,
+                             self.job.pk)
+            return False, fallback
+
     def release_lingering_lock(self) -> None:
         """Free the lock key a timed-out run kept while its thread was still running."""
         with self._lock:
             if not self.lingering_lock:
                 return
             self.lingering_lock = False
-        with_db_retry(
+        self._retrying(
             lambda: JobTypeLock.objects.filter(
                 key=self.job.lock_key, claim_id=self.claim_id
-            ).delete()
+            ).delete(),
+            "a lock release",
         )
 
     def release(self) -> bool:
-        """Give the row back to the queue untouched by this run (shutdown past grace)."""
+        """Give the row back to the queue untouched by this run (never started, or shutdown
+        past grace)."""
         with self._lock:
             if self.finished.is_set():
                 return False
-            won = with_db_retry(lambda: release_row(self.job, self.claim_id))
+            won = bool(self._retrying(lambda: release_row(self.job, self.claim_id), "a release"))
             self.finished.set()
             self.lost = True
         return won
+
+    def _retrying(self, write, what: str):
+        """Run an idempotent, fenced write through passing database errors.
+
+        Retries while the run is ours and the process stays: a live worker keeps its runs
+        through an outage (its heartbeats resume with the database), so giving up early
+        would only make a finished run look lost.
+        """
+        pause = 0.1
+        warned = False
+        while True:
+            try:
+                return write()
+            except (OperationalError, InterfaceError) as exc:
+                if self.lost or self.abandoned:
+                    raise
+                if not warned:
+                    logger.warning("[%s] %s: database error while writing %s, retrying: %s",
+                                   self.job.name, self.job.pk, what, exc)
+                    warned = True
+                close_broken_connection()
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
+
+
+def close_broken_connection() -> None:
+    connection = connections[jobs_settings.DATABASE]
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def send_robust(signal, **kwargs: Any) -> None:
+    """Send ``signal``; a receiver that raises is logged, never allowed to stop a run."""
+    for receiver, response in signal.send_robust(sender=Job, **kwargs):
+        if isinstance(response, Exception):
+            logger.error("a receiver of %s raised: %r", _signal_name(signal), response,
+                         exc_info=response)
+
+
+def _signal_name(signal) -> str:
+    for name in ("job_started", "job_finished"):
+        if getattr(signals, name) is signal:
+            return name
+    return "a django-jobs signal"
 
 
 def call_hook(hook, job: Job, exc: BaseException | None, what: str) -> None:
@@ -184,6 +322,47 @@ def call_hook(hook, job: Job, exc: BaseException | None, what: str) -> None:
         hook(job, exc)
     except Exception:
         logger.exception("[%s] %s hook raised", job.name, what)
+
+
+def connection_states() -> dict[str, tuple[bool, int]]:
+    """How this thread's connections stand (autocommit, atomic depth), before a run."""
+    return {
+        connection.alias: (connection.get_autocommit(), len(connection.atomic_blocks))
+        for connection in connections.all(initialized_only=True)
+        if connection.connection is not None
+    }
+
+
+def restore_connections(before: dict[str, tuple[bool, int]] | None = None) -> None:
+    """Give this thread's connections back as the run found them (``before``; by default in
+    autocommit, outside any transaction). What the job left uncommitted in a transaction of
+    its own is rolled back: it never committed it."""
+    before = before or {}
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None:
+            continue
+        default = (bool(connection.settings_dict["AUTOCOMMIT"]), 0)
+        expected = before.get(connection.alias, default)
+        if (connection.get_autocommit(), len(connection.atomic_blocks)) == expected:
+            continue
+        if expected[1]:
+            # fn.run() inside the caller's transaction: that transaction is the caller's.
+            logger.warning("a job changed the transaction state of database %r inside the "
+                           "caller's transaction; left as it is", connection.alias)
+            continue
+        logger.warning("a job left a transaction open on database %r: rolled back",
+                       connection.alias)
+        # Atomic blocks that were entered and never exited cannot be unwound from here: the
+        # connection is closed and forgotten, and the next query opens a fresh one.
+        connection.in_atomic_block = False
+        connection.atomic_blocks = []
+        connection.savepoint_ids = []
+        connection.needs_rollback = False
+        connection.closed_in_transaction = False
+        try:
+            connection.close()
+        except DatabaseError:
+            connection.connection = None
 
 
 def record_outcome(
@@ -207,13 +386,17 @@ def record_outcome(
         "status": outcome.status,
         "finished_at": now,
         "result": outcome.result,
-        "error": payload.truncate(outcome.error, limit),
+        "error": payload.storable_text(outcome.error, limit),
         "locked_until": None,
     }
     if outcome.status == JobStatus.SUCCEEDED:
         fields["progress"] = 1.0
         fields["eta"] = None
-    fields.update(extra or {})
+    for key, value in (extra or {}).items():
+        if key not in fields or outcome.status != JobStatus.SUCCEEDED:
+            fields[key] = value
+    if isinstance(fields.get("progress_message"), str):
+        fields["progress_message"] = payload.storable_text(fields["progress_message"], limit)
     fence = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, claim_id=claim_id)
     if guard:
         fence = fence.filter(**guard)
@@ -267,6 +450,7 @@ def release_row(job: Job, claim_id: uuid.UUID | None) -> bool:
         won = Job.objects.claimed_by(job.pk, claim_id).update(
             status=JobStatus.SCHEDULED,
             claim_id=None,
+            owner=None,
             worker="",
             started_at=None,
             heartbeat_at=None,
@@ -287,9 +471,14 @@ def with_db_retry(write, attempts: int = 6):
             if attempt == attempts - 1:
                 raise
             logger.warning("database error during a job write, retrying: %s", exc)
-            connection = connections[jobs_settings.DATABASE]
-            if not connection.in_atomic_block:
-                connection.close()
+            close_broken_connection()
             time.sleep(delay)
             delay = min(delay * 2, 3.0)
     return None
+
+
+__all__ = [
+    "Execution", "Outcome", "call_hook", "lease_margin", "record_outcome", "release_row",
+    "connection_states", "restore_connections", "schedule_retry", "send_robust", "with_db_retry",
+    "worker_id",
+]

@@ -1,7 +1,11 @@
-"""Per-type and per-key locks (``JobTypeLock``): take, take over when expired, release.
+"""Per-type and per-key locks (``JobTypeLock``): take, release, and take over a dead holder's.
 
 The table's primary key is the lock key, so two holders are impossible at the database level:
 whoever inserts second gets an ``IntegrityError``, whatever the code above it believes.
+
+A key taken by a worker process (``owner``) is held as long as the row exists: it goes with
+the run's outcome, its release, or the recovery of its lost worker, in the same transaction.
+A key taken without a process (runs in tests' eager mode) is held until ``locked_until``.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import uuid
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
+from . import clock
 from .conf import jobs_settings
 from .models import JobTypeLock
 
@@ -21,13 +27,20 @@ def acquire(
     job_id: uuid.UUID,
     claim_id: uuid.UUID,
     worker: str,
-    until: datetime,
-    now: datetime,
+    owner: uuid.UUID | None = None,
+    until: datetime | None = None,
 ) -> bool:
     """Take ``key`` for this claim; ``True`` if taken. Call inside a transaction."""
-    fields = {"job_id": job_id, "claim_id": claim_id, "worker": worker, "locked_until": until}
-    # An expired lock belonged to a run whose worker stopped heartbeating: take it over.
-    if JobTypeLock.objects.filter(key=key, locked_until__lte=now).update(updated_at=now, **fields):
+    fields = {
+        "job_id": job_id, "claim_id": claim_id, "worker": worker, "owner_id": owner,
+        "locked_until": None if owner is not None else until,
+    }
+    # A key taken without a process and left past its time belonged to a run that ended
+    # without releasing it: take it over.
+    expired = Q(owner__isnull=True) & (
+        Q(locked_until__isnull=True) | Q(locked_until__lte=clock.sql_now())
+    )
+    if JobTypeLock.objects.filter(expired, key=key).update(**fields):
         return True
     try:
         with transaction.atomic(using=jobs_settings.DATABASE):

@@ -86,3 +86,16 @@ def truncate(text: str, limit: int) -> str:
     keep = limit - len(marker)
     head = keep // 2
     return text[:head] + marker + text[len(text) - (keep - head) :]
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as every supported database can store it: no NUL characters (PostgreSQL
+    refuses them), no lone surrogates (no encoding accepts them), at most ``limit`` characters.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return truncate(text, limit)

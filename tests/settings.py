@@ -89,6 +89,8 @@ DJANGO_JOBS = {
     "PROGRESS_THROTTLE": 0.2,
     "POLL_INTERVAL": 0.2,
     "RESCUE_INTERVAL": 0.5,
+    "WORKER_LOST_AFTER": 3.0,
+    "HUNG_AFTER": 3.0,
     "GRACE": 5.0,
 }
 

@@ -1,5 +1,9 @@
 from .job import Job, JobStatus
 from .lock import JobTypeLock
 from .schedule import JobSchedule, PausedQueue
+from .worker import LIVE_STATES, Worker, WorkerState
 
-__all__ = ["Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue"]
+__all__ = [
+    "LIVE_STATES", "Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "Worker",
+    "WorkerState",
+]

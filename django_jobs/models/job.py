@@ -65,6 +65,18 @@ class Job(models.Model):
     # A new id at every claim. Every write about a running row is fenced on it, so a worker
     # that lost its claim (written off as dead, job released) can no longer change the row.
     claim_id = models.UUIDField(null=True, blank=True, editable=False)
+    # The process (``Worker`` row) holding the claim: the run lives as long as that process
+    # keeps beating. No database constraint: worker rows are removed long after.
+    owner = models.ForeignKey(
+        "django_jobs.Worker",
+        verbose_name=_("worker process"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,  # a partial index in Meta.indexes
+    )
     rescheduled_from = models.ForeignKey(
         "self",
         verbose_name=_("rescheduled from"),
@@ -118,10 +130,17 @@ class Job(models.Model):
             # Running or latest jobs of a name (locks, dashboard, registry.latest()).
             models.Index(fields=["name", "status"], name="django_jobs_name_status"),
             models.Index(fields=["name", "-created_at"], name="django_jobs_name_created"),
-            # Rescue: WHERE status='running' AND locked_until < now.
+            # Rescue of rows run in-process (no owner): WHERE status='running' AND
+            # locked_until < now.
             models.Index(
                 fields=["status", "locked_until"],
                 name="django_jobs_lease",
+                condition=models.Q(status="running"),
+            ),
+            # Rescue: the running rows of a lost worker.
+            models.Index(
+                fields=["owner"],
+                name="django_jobs_owner",
                 condition=models.Q(status="running"),
             ),
             models.Index(

@@ -21,7 +21,18 @@ class JobTypeLock(models.Model):
     )
     claim_id = models.UUIDField(null=True, blank=True, editable=False)
     worker = models.CharField(_("worker"), max_length=255, blank=True, default="")
-    locked_until = models.DateTimeField(_("locked until"))
+    # The process holding the key: the key is held while that process lives (or, for a key
+    # taken without one, until ``locked_until``).
+    owner = models.ForeignKey(
+        "django_jobs.Worker",
+        verbose_name=_("worker process"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+    )
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = LockManager()

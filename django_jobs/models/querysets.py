@@ -6,14 +6,15 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.db import models
-from django.db.models import Exists, Max, Min, OuterRef, Q
+from django.db.models import Exists, Expression, Max, Min, OuterRef, Q
 
 from .. import clock
 from ..conf import jobs_settings
 
 
-def _now(now: datetime | None) -> datetime:
-    return now if now is not None else clock.now()
+def _now(now: datetime | None) -> datetime | Expression:
+    """``now`` if given, else the database's current time in SQL (see ``django_jobs.clock``)."""
+    return now if now is not None else clock.sql_now()
 
 
 class JobQuerySet(models.QuerySet):
@@ -52,15 +53,24 @@ class JobQuerySet(models.QuerySet):
         now: datetime | None = None,
         *,
         queues: Iterable[str] | None = None,
+        names: Iterable[str] | None = None,
         exclude_names: Iterable[str] = (),
         exclude_queues: Iterable[str] = (),
     ) -> JobQuerySet:
-        """Due rows that a worker may start now: their lock key, if any, is free."""
-        from .lock import JobTypeLock
+        """Due rows that a worker may start now: their lock key, if any, is free.
+
+        ``names`` (when given) are the only job names taken: a worker runs what its code
+        registers, and leaves other rows to the workers that know them.
+        """
+        from .lock import JobTypeLock  # lock.py imports this module for its manager
 
         now = _now(now)
-        held = JobTypeLock.objects.filter(key=OuterRef("lock_key"), locked_until__gt=now)
+        held = JobTypeLock.objects.filter(key=OuterRef("lock_key")).filter(
+            Q(owner__isnull=False) | Q(locked_until__gt=now)
+        )
         qs = self.due(now).in_queues(queues).filter(~Exists(held))
+        if names is not None:
+            qs = qs.filter(name__in=list(names))
         exclude_names = list(exclude_names)
         if exclude_names:
             qs = qs.exclude(name__in=exclude_names)
@@ -70,8 +80,20 @@ class JobQuerySet(models.QuerySet):
         return qs
 
     def stale(self, now: datetime | None = None) -> JobQuerySet:
-        """Running rows whose lease ran out: their worker stopped sending heartbeats."""
-        return self.running().filter(locked_until__lt=_now(now))
+        """Running rows without a worker process whose lease ran out (``fn.run()`` in tests'
+        eager mode and rows written before worker processes had rows)."""
+        return self.running().filter(owner__isnull=True, locked_until__lt=_now(now))
+
+    def owned_by(self, owners: Iterable[object]) -> JobQuerySet:
+        """Running rows claimed by these worker processes."""
+        return self.running().filter(owner__in=list(owners))
+
+    def orphaned(self) -> JobQuerySet:
+        """Running rows whose worker process is neither running nor stopping: lost, or gone."""
+        from .worker import LIVE_STATES, Worker  # worker.py imports this module for its manager
+
+        live = Worker.objects.filter(pk=OuterRef("owner_id"), state__in=LIVE_STATES)
+        return self.running().filter(owner__isnull=False).filter(~Exists(live))
 
     def latest_for(self, name: str) -> models.Model | None:
         """The most recently created run of ``name``, or ``None``."""
@@ -139,6 +161,41 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
     """Queries go to ``DJANGO_JOBS['DATABASE']`` unless ``using()`` says otherwise."""
 
     def get_queryset(self) -> JobQuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)
+
+
+class WorkerQuerySet(models.QuerySet):
+    def live(self) -> WorkerQuerySet:
+        """Processes that may still beat: running or stopping."""
+        return self.filter(state__in=("running", "stopping"))
+
+    def overdue(self, lost_after: float) -> WorkerQuerySet:
+        """Live processes whose last heartbeat is older than ``lost_after`` seconds, by the
+        database's clock."""
+        return self.live().filter(heartbeat_at__lt=clock.sql_now(-lost_after))
+
+    def beating(self, lost_after: float) -> WorkerQuerySet:
+        """Live processes that beat within ``lost_after`` seconds."""
+        return self.live().filter(heartbeat_at__gte=clock.sql_now(-lost_after))
+
+    def beat(self, worker_id, **fields) -> bool:
+        """Refresh a process's heartbeat; ``False`` when it was written off (or removed)."""
+        return self.filter(pk=worker_id).live().update(
+            heartbeat_at=clock.sql_now(), **fields
+        ) == 1
+
+    def registered_names(self, lost_after: float) -> set[str]:
+        """Every job name some beating worker process has registered."""
+        names: set[str] = set()
+        for registered in self.beating(lost_after).filter(kind="worker").values_list(
+            "names", flat=True
+        ):
+            names.update(registered or ())
+        return names
+
+
+class WorkerManager(models.Manager.from_queryset(WorkerQuerySet)):  # type: ignore[misc]
+    def get_queryset(self) -> WorkerQuerySet:
         return super().get_queryset().using(self._db or jobs_settings.DATABASE)
 
 

@@ -12,15 +12,15 @@ import functools
 import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import connections, transaction
+from django.utils import timezone
 
 from .. import clock, locks
 from ..conf import jobs_settings
-from ..execution import lease_margin
-from ..jobtypes import registry
-from ..models import Job, JobStatus
+from ..execution import DEFAULT_TIMEOUT, lease_margin
+from ..models import Job, JobStatus, JobTypeLock, Worker
 
 
 @contextmanager
@@ -37,11 +37,17 @@ def _immediate(connection):
         connection.transaction_mode = previous
 
 
+class WrittenOff(Exception):
+    """The claiming process's ``Worker`` row was written off as lost: it may claim nothing."""
+
+
 def claim(
     worker: str,
     limit: int,
     *,
+    owner: uuid.UUID | None = None,
     queues: Iterable[str] | None = None,
+    names: Iterable[str] | None = None,
     exclude_names: Iterable[str] = (),
     exclude_queues: Iterable[str] = (),
     now: datetime | None = None,
@@ -49,50 +55,54 @@ def claim(
 ) -> list[Job]:
     """Claim up to ``limit`` due jobs for ``worker``; return them, marked running.
 
-    ``ids`` restricts the claim to those rows (eager mode runs the row it just enqueued).
+    ``owner`` is the claiming process's ``Worker`` row: the claim refreshes its heartbeat in
+    the same transaction, and raises ``WrittenOff`` if a peer wrote it off, so that a process
+    judged lost can never take new work under its old identity. Due-ness is decided by the
+    database's clock. ``names`` restricts the claim to job names this process runs; ``ids``
+    to given rows (eager mode runs the row it just enqueued). The rows are claimed, not
+    started: ``Execution.begin()`` records the start.
     """
     if limit < 1:
         return []
     db = jobs_settings.DATABASE
     connection = connections[db]
-    now = now or clock.now()
     claim_id = uuid.uuid4()
     skip_locked = connection.features.has_select_for_update_skip_locked
     # Ask for a few more than needed: some may share a lock key.
     fetch = limit * 2 if limit > 1 else 1
     with _immediate(connection), transaction.atomic(using=db):
-        filters = (tuple(sorted(queues or ())), tuple(sorted(exclude_names)),
-                   tuple(sorted(exclude_queues)), fetch, skip_locked)
-        if ids is None:
-            rows = _compiled_candidates(db, *filters).fetch(now)
+        if owner is not None and not Worker.objects.beat(owner):
+            raise WrittenOff(f"worker row {owner} was written off as lost")
+        filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
+                   tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), fetch,
+                   skip_locked)
+        if ids is not None or now is not None or clock.is_frozen():
+            rows = list(_candidates(db, now, *filters, ids=None if ids is None else list(ids)))
         else:
-            rows = list(_candidates(db, now, *filters, ids=list(ids)))
+            rows = _compiled_candidates(db, connection.vendor, *filters).fetch()
+        lease = None
+        if owner is None:
+            # Rows without a process behind them keep a lease until they start.
+            lease = (now or clock.now()) + _default_timeout() + lease_margin()
         chosen: list[Job] = []
         keys: set[str] = set()
         for row in rows:
             if len(chosen) == limit:
                 break
-            timeout = registry.get(row.name).timeout if row.name in registry else None
-            row.locked_until = now + (timeout or _default_timeout()) + lease_margin()
             if row.lock_key:
                 if row.lock_key in keys or not locks.acquire(
                     row.lock_key, job_id=row.pk, claim_id=claim_id, worker=worker,
-                    until=row.locked_until, now=now,
+                    owner=owner, until=lease,
                 ):
                     continue
                 keys.add(row.lock_key)
             chosen.append(row)
         if not chosen:
             return []
-        # One UPDATE per distinct lease (usually one): rows differ only by their timeout.
-        by_lease: dict[datetime, list] = {}
-        for row in chosen:
-            by_lease.setdefault(row.locked_until, []).append(row.pk)
-        for lease, ids in by_lease.items():
-            Job.objects.filter(pk__in=ids, status=JobStatus.SCHEDULED).update(
-                status=JobStatus.RUNNING, claim_id=claim_id, worker=worker, started_at=now,
-                heartbeat_at=now, locked_until=lease, unique_slot=None,
-            )
+        Job.objects.filter(pk__in=[row.pk for row in chosen], status=JobStatus.SCHEDULED).update(
+            status=JobStatus.RUNNING, claim_id=claim_id, owner=owner, worker=worker,
+            started_at=None, heartbeat_at=clock.sql_now(), locked_until=lease, unique_slot=None,
+        )
         if not skip_locked:
             # Without row locks the guarded UPDATE decides; read back what we won.
             # (By primary key: claim_id has no index, and the table may hold millions of rows.)
@@ -100,52 +110,72 @@ def claim(
                 Job.objects.filter(pk__in=[row.pk for row in chosen], claim_id=claim_id)
                 .values_list("pk", flat=True)
             )
+            lost_keys = [row.lock_key for row in chosen if row.pk not in won and row.lock_key]
+            if lost_keys:
+                # Keys taken for rows another worker won: give them back before commit, or
+                # they would stay held by a claim that owns nothing.
+                JobTypeLock.objects.filter(key__in=lost_keys, claim_id=claim_id).delete()
             chosen = [row for row in chosen if row.pk in won]
     for row in chosen:
         row.status = JobStatus.RUNNING
         row.claim_id = claim_id
+        row.owner_id = owner
         row.worker = worker
-        row.started_at = row.heartbeat_at = now
+        row.started_at = None
+        row.locked_until = lease
         row.unique_slot = None
     return chosen
 
 
+def _sorted_or_none(names: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(sorted(names))
+
+
 class _CompiledCandidates:
-    """The claim's SELECT, compiled once for a worker's filters; only ``now`` changes.
+    """The claim's SELECT, compiled once for a worker's filters.
 
     Building and compiling the queryset costs more Python time than the database takes to
-    answer it, and that time is on the path from a NOTIFY to the job's start.
+    answer it, and that time is on the path from a NOTIFY to the job's start. On PostgreSQL
+    and MariaDB the query reads the database's clock itself, so it never changes; SQLite's
+    clock is this host's, sent as a parameter that is replaced at each fetch.
     """
 
-    #: A stand-in instant, found again in the compiled parameters.
+    #: A stand-in instant, found again in the compiled parameters (SQLite).
     MARKER = datetime(1999, 12, 31, 23, 59, 58, 123457, tzinfo=UTC)
 
-    def __init__(self, db: str, *filters):
+    def __init__(self, db: str, vendor: str, *filters):
         self.db = db
-        candidates = _candidates(db, self.MARKER, *filters)
+        connection = connections[db]
+        self.substitute = vendor not in ("postgresql", "mysql")
+        now = self.MARKER if self.substitute else None
+        candidates = _candidates(db, now, *filters)
         self.sql, params = candidates.query.get_compiler(using=db).as_sql()
         self.params = list(params)
         self.run_at = Job._meta.get_field("run_at")
-        marker = self._adapt(self.MARKER)
-        self.slots = [index for index, value in enumerate(self.params) if value == marker]
-        if not self.slots:
-            raise RuntimeError("the claim query does not compare with the current time")
+        self.slots: list[int] = []
+        if self.substitute:
+            marker = self.run_at.get_db_prep_value(self.MARKER, connection)
+            self.slots = [index for index, value in enumerate(self.params) if value == marker]
+            if not self.slots:
+                raise RuntimeError("the claim query does not compare with the current time")
 
-    def _adapt(self, instant: datetime):
-        return self.run_at.get_db_prep_value(instant, connections[self.db])
-
-    def fetch(self, now: datetime) -> list[Job]:
-        params = self.params.copy()
-        value = self._adapt(now)
-        for index in self.slots:
-            params[index] = value
+    def fetch(self) -> list[Job]:
+        params = self.params
+        if self.slots:
+            params = params.copy()
+            value = self.run_at.get_db_prep_value(timezone.now(), connections[self.db])
+            for index in self.slots:
+                params[index] = value
         return list(Job.objects.using(self.db).raw(self.sql, params))
 
 
-def _candidates(db, now, queues, exclude_names, exclude_queues, fetch, skip_locked, ids=None):
+def _candidates(
+    db, now, queues, names, exclude_names, exclude_queues, fetch, skip_locked, ids=None
+):
     """The rows a claim looks at: claimable now, locked as they are read, ``fetch`` at most."""
     candidates = Job.objects.using(db).claimable(
-        now, queues=queues, exclude_names=exclude_names, exclude_queues=exclude_queues
+        now, queues=queues, names=names, exclude_names=exclude_names,
+        exclude_queues=exclude_queues,
     )
     if ids is not None:
         candidates = candidates.filter(pk__in=ids)
@@ -155,11 +185,9 @@ def _candidates(db, now, queues, exclude_names, exclude_queues, fetch, skip_lock
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_candidates(db, *filters) -> _CompiledCandidates:
-    return _CompiledCandidates(db, *filters)
+def _compiled_candidates(db, vendor, *filters) -> _CompiledCandidates:
+    return _CompiledCandidates(db, vendor, *filters)
 
 
-def _default_timeout():
-    from datetime import timedelta
-
-    return timedelta(minutes=5)
+def _default_timeout() -> timedelta:
+    return DEFAULT_TIMEOUT

@@ -6,10 +6,14 @@ Reading order: ``run()`` is the whole life of a worker; everything it calls is b
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
+import sys
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,20 +23,26 @@ from .. import clock
 from ..conf import jobs_settings
 from ..execution import Execution, worker_id
 from ..jobtypes import registry
-from ..models import Job, PausedQueue
+from ..models import Job, PausedQueue, WorkerState
+from ..models import Worker as WorkerRow
+from ..monitor import Monitor
 from ..pruning import prune
 from ..runner import execute
-from .claim import claim
+from ..version import __version__
+from .claim import WrittenOff, claim
 from .connections import recycle
-from .monitor import Monitor
 from .notify import Listener, can_listen
-from .rescue import rescue_stale
+from .rescue import rescue
 from .scheduler import Scheduler
 
 logger = logging.getLogger("django_jobs")
 
 #: Exit status when running jobs had to be released back to the queue at shutdown.
 EXIT_RELEASED = 75
+#: Exit status when a run passed its timeout and its thread did not return within
+#: ``HUNG_AFTER``: the process gives up on the thread and leaves, for its supervisor to start
+#: a fresh one (the thread dies with the process, and its lock key is freed).
+EXIT_HUNG = 70
 #: Seconds between two reads of the paused queues.
 PAUSE_CHECK_INTERVAL = 2.0
 #: While jobs take less than SHORT_JOB seconds on average, a worker claims up to PREFETCH more
@@ -84,7 +94,10 @@ class Worker:
         self.wake = threading.Event()
         self.stopping = threading.Event()  # first signal: claim nothing more
         self.force = threading.Event()  # second signal: leave now
-        self.monitor = Monitor()
+        self.row_id: uuid.UUID | None = None  # this process's Worker row
+        self.monitor = Monitor(busy=lambda: self.busy, on_written_off=self._reregister,
+                               on_hung=self._on_hung)
+        self.hung: list[Execution] = []
         self.listener: Listener | None = None
         self._inbox: queue.Queue[Execution | None] = queue.Queue()
         self._running: dict[object, Execution] = {}
@@ -93,6 +106,8 @@ class Worker:
         self._last_rescue = 0.0
         self._last_prune = time.monotonic()
         self._paused: list[str] = []
+        self._names: list[str] | None = None
+        self._names_read_at = 0.0
         self._paused_read_at = 0.0
         self.scheduler = Scheduler() if self.options.scheduler else None
         self._average_duration: float | None = None  # moving average of job run times
@@ -104,6 +119,8 @@ class Worker:
         opts = self.options
         if opts.install_signals and threading.current_thread() is threading.main_thread():
             self._install_signal_handlers()
+        self.row_id = self._register()
+        self.monitor.owner = self.row_id
         self._start_threads()
         logger.info(
             "worker %s started: queues=%s concurrency=%d", self.id,
@@ -131,12 +148,46 @@ class Worker:
                     sleep = min(poll, jobs_settings.POLL_INTERVAL)
                 else:
                     sleep = self._sleep_time(poll)
+            except WrittenOff:
+                self._reregister()
+                continue
             except DatabaseError as exc:
                 failures += 1
                 self._database_trouble(exc, failures)
                 continue
             self.wake.wait(sleep)
         return self._shutdown()
+
+    def _register(self) -> uuid.UUID:
+        """This process's ``Worker`` row: its liveness, and what its code knows (deploys)."""
+        host, _, pid = self.id.rpartition(":")
+        while True:
+            try:
+                row = WorkerRow.objects.create(
+                    kind=WorkerRow.Kind.WORKER, host=host, pid=int(pid),
+                    queues=list(self.options.queues), concurrency=self.options.concurrency,
+                    version=__version__, names=registry.names(),
+                    disabled=registry.disabled_names(), started_at=clock.sql_now(),
+                    heartbeat_at=clock.sql_now(),
+                )
+                return row.pk
+            except DatabaseError as exc:
+                if self.stopping.is_set():
+                    raise
+                self._database_trouble(exc, 3)
+
+    def _reregister(self) -> uuid.UUID | None:
+        """Written off by a peer (this process froze, or lost the database for too long):
+        every run it held was recovered elsewhere. Go on under a new identity."""
+        with self._running_guard:
+            for execution in self._running.values():
+                execution.lost = True
+        if self.stopping.is_set():
+            return None
+        self.row_id = self._register()
+        self.monitor.owner = self.row_id
+        logger.warning("worker %s goes on as worker row %s", self.id, self.row_id)
+        return self.row_id
 
     def _capacity(self) -> int:
         """Jobs this worker holds at once: its threads, plus a prefetch while jobs are short."""
@@ -158,18 +209,31 @@ class Worker:
         if free <= 0:
             return 0, 0
         rows = claim(
-            self.id, free, queues=self.options.queues, exclude_names=registry.disabled_names(),
-            exclude_queues=self._paused_queues(),
+            self.id, free, owner=self.row_id, queues=self.options.queues,
+            names=self._claimable_names(), exclude_queues=self._paused_queues(),
         )
         for row in rows:
             job_type = registry.get(row.name) if row.name in registry else None
-            execution = Execution(row, job_type, worker=self.id)
+            execution = Execution(row, job_type, worker=self.id, owner=self.row_id)
             with self._running_guard:
                 self._running[row.pk] = execution
             self.monitor.add(execution)
             self._inbox.put(execution)
         self.stats.claimed += len(rows)
         return len(rows), free
+
+    def _claimable_names(self) -> list[str]:
+        """The job names this process runs: registered here and enabled on this host.
+
+        During a deploy, rows of jobs this code does not define are left to the workers whose
+        code does (see ``UNKNOWN_JOB_GRACE``).
+        """
+        now = time.monotonic()
+        if self._names is None or now - self._names_read_at >= PAUSE_CHECK_INTERVAL:
+            disabled = set(registry.disabled_names())
+            self._names = [name for name in registry.names() if name not in disabled]
+            self._names_read_at = now
+        return self._names
 
     def _paused_queues(self) -> list[str]:
         """Paused queues, read at most every ``PAUSE_CHECK_INTERVAL`` seconds."""
@@ -229,7 +293,7 @@ class Worker:
         if time.monotonic() - self._last_rescue < jobs_settings.RESCUE_INTERVAL:
             return
         self._last_rescue = time.monotonic()
-        self.stats.rescued += len(rescue_stale())
+        self.stats.rescued += len(rescue())
 
     def _database_trouble(self, exc: Exception, failures: int) -> None:
         delay = min(0.1 * 2**failures, 5.0)
@@ -270,10 +334,10 @@ class Worker:
                 continue
             started = time.monotonic()
             try:
-                execution.begin()
                 outcome = execute(execution)
-                key = str(outcome.status)
-                self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
+                if outcome is not None:
+                    key = str(outcome.status)
+                    self.stats.outcomes[key] = self.stats.outcomes.get(key, 0) + 1
             except BaseException:
                 logger.exception("[%s] the job thread caught an escaping error",
                                  execution.job.name)
@@ -327,7 +391,35 @@ class Worker:
                 self._running.pop(execution.job.pk, None)
             self.wake.set()
 
+    def _on_hung(self, execution: Execution) -> None:
+        """The monitor found a run past its timeout whose thread does not come back."""
+        logger.critical(
+            "[%s] %s passed its timeout (%s) and its thread has not returned within "
+            "HUNG_AFTER (%gs): this worker stops claiming, finishes or releases its other "
+            "runs, and exits with status %d so that its supervisor starts a fresh process",
+            execution.job.name, execution.job.pk, execution.timeout, jobs_settings.HUNG_AFTER,
+            EXIT_HUNG,
+        )
+        self.hung.append(execution)
+        self.stopping.set()
+        self.wake.set()
+
+    def _log_hung_stacks(self) -> None:
+        frames = sys._current_frames()
+        for execution in self.hung:
+            frame = frames.get(execution.thread_id) if execution.thread_id else None
+            stack = "".join(traceback.format_stack(frame)) if frame else "(no stack: gone)\n"
+            logger.critical("[%s] %s hung thread's stack:\n%s", execution.job.name,
+                            execution.job.pk, stack)
+
+    def _active(self) -> int:
+        """Runs still expected to end by themselves (hung ones are not)."""
+        hung = {id(e) for e in self.hung}
+        with self._running_guard:
+            return sum(1 for e in self._running.values() if id(e) not in hung)
+
     def _shutdown(self) -> int:
+        self._set_state(WorkerState.STOPPING)
         # Prefetched jobs that no thread has started go back to the queue first.
         while True:
             try:
@@ -341,19 +433,26 @@ class Worker:
             logger.info("worker %s stopping: %d job(s) running, grace %.0fs", self.id,
                         self.busy, grace)
         deadline = time.monotonic() + grace
-        while self.busy and not self.force.is_set() and time.monotonic() < deadline:
+        while self._active() and not self.force.is_set() and time.monotonic() < deadline:
             self.wake.clear()
             self.wake.wait(min(0.2, max(deadline - time.monotonic(), 0.01)))
         with self._running_guard:
             leftover = list(self._running.values())
+        if self.hung:
+            self._log_hung_stacks()
         for execution in leftover:
             # Heartbeats continue until here, so nobody rescues a job that is still draining.
             # The process exits right after this (see runjobs), taking the threads with it.
-            execution.release_lingering_lock()
-            if execution.release():
-                self.stats.released += 1
-                logger.warning("[%s] %s released back to the queue", execution.job.name,
-                               execution.job.pk)
+            execution.abandoned = True
+            try:
+                execution.release_lingering_lock()
+                if execution.release():
+                    self.stats.released += 1
+                    logger.warning("[%s] %s released back to the queue", execution.job.name,
+                                   execution.job.pk)
+            except DatabaseError:
+                logger.warning("[%s] %s could not be released; peers will recover it",
+                               execution.job.name, execution.job.pk, exc_info=True)
         self.monitor.stop()
         if self.listener is not None:
             self.listener.stop()
@@ -362,7 +461,23 @@ class Worker:
         if not leftover:
             for thread in self._threads:
                 thread.join(timeout=5)
+        self._unregister()
         connections.close_all()
         logger.info("worker %s stopped: %d claimed, %d released", self.id,
                     self.stats.claimed, self.stats.released)
+        if self.hung:
+            return EXIT_HUNG
         return EXIT_RELEASED if self.stats.released else 0
+
+    def _set_state(self, state: str) -> None:
+        try:
+            WorkerRow.objects.filter(pk=self.row_id).live().update(state=state)
+        except DatabaseError:
+            logger.warning("worker %s could not record its state %s", self.id, state)
+
+    def _unregister(self) -> None:
+        """Leave no row behind: everything this process held has ended or gone back."""
+        try:
+            WorkerRow.objects.filter(pk=self.row_id).live().delete()
+        except DatabaseError:
+            logger.warning("worker %s could not remove its row; peers will", self.id)

@@ -20,7 +20,7 @@ from django.db.models import Q
 from .. import clock
 from ..conf import jobs_settings
 from ..jobtypes import JobType, registry
-from ..models import Job, JobSchedule, JobStatus
+from ..models import Job, JobSchedule, JobStatus, Worker
 from ..schedule import ScheduleError, plan
 
 logger = logging.getLogger("django_jobs")
@@ -50,9 +50,14 @@ class Scheduler:
         next_wake = MAX_SLEEP
         for job_type in recurring:
             state = states.get(job_type.name)
-            if not job_type.is_enabled or (state is not None and state.paused):
-                if state is not None and state.last_occurrence is not None:
-                    reset(job_type.name, "job disabled" if not job_type.is_enabled else "paused")
+            if not job_type.is_enabled:
+                # Switched off on this host only (JOBS_<NAME>_ENABLED, enabled=False in this
+                # version of the code): this scheduler creates nothing for it, and leaves what
+                # other hosts scheduled alone.
+                continue
+            if state is not None and state.paused:
+                if state.last_occurrence is not None:
+                    reset(job_type.name, "paused")
                 continue
             try:
                 count, upcoming = self._schedule(job_type, state, now)
@@ -113,7 +118,13 @@ class Scheduler:
         return created, upcoming
 
     def _cancel_removed(self, names: set[str]) -> None:
-        """Recurring jobs gone from the code: their future rows would never run; say why."""
+        """Recurring jobs gone from the code: their future rows would never run; say why.
+
+        Gone means gone from every live worker: during a deploy, old workers do not know the
+        new jobs, and must not cancel what the new ones scheduled.
+        """
+        if names:
+            names -= Worker.objects.registered_names(jobs_settings.WORKER_LOST_AFTER)
         if not names:
             return
         Job.objects.filter(name__in=names, occurrence__isnull=False).scheduled().update(

@@ -21,7 +21,7 @@ from django_jobs.testing import frozen_clock
 from django_jobs.worker.claim import claim
 from tests.conftest import ROOT
 
-from .worker_helpers import run_burst, status_of, worker_thread
+from .worker_helpers import run_burst, started, status_of, worker_thread
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,7 +77,7 @@ def test_list_json_gives_every_job_with_its_fields():
 def test_status_prints_progress_message_and_elapsed_in_words():
     with frozen_clock(T0) as clock:
         job = registry.enqueue("jobsapp.echo", n=1)
-        claim("host:1", 1, ids=[job.pk])
+        started(claim("host:1", 1, ids=[job.pk]))
         Job.objects.filter(pk=job.pk).update(progress=0.5, progress_message="half way",
                                              eta=T0 + timedelta(seconds=90))
         clock.advance(seconds=65)

@@ -24,6 +24,7 @@ from django_jobs import (
     registry,
     signals,
 )
+from django_jobs.execution import Execution
 from django_jobs.jobtypes import build_job_type
 from django_jobs.models import Job, JobSchedule, JobStatus, JobTypeLock
 from django_jobs.testing import frozen_clock
@@ -61,6 +62,7 @@ def claimed(job: Job, worker: str = "elsewhere:1") -> Job:
     """Mark ``job`` running under a claim, as a worker would."""
     rows = claim(worker, 1, ids=[job.pk])
     assert [row.pk for row in rows] == [job.pk]
+    assert Execution(rows[0], registry.get(rows[0].name), worker=worker).begin()
     return rows[0]
 
 

@@ -12,8 +12,13 @@ from django.conf import settings
 from django.db import connections
 from django.test import override_settings
 
+from django.utils import timezone
+
 from django_jobs import registry, signals
+from django_jobs.execution import Execution as Run
 from django_jobs.models import Job, JobTypeLock
+from django_jobs.models import Worker as WorkerRow
+from django_jobs.worker.rescue import fail_unknown
 from tests.conftest import wait_for
 from tests.jobsapp import jobs as test_jobs
 from tests.jobsapp.models import Execution
@@ -144,26 +149,19 @@ def test_running_job_cancelled_from_another_thread_ends_cancelled_promptly():
 # -- progress ----------------------------------------------------------------------------------
 
 
-def test_progress_writes_are_throttled_and_the_final_state_is_written():
-    writes: list[str] = []
+def test_progress_writes_are_throttled_and_the_final_state_is_written(monkeypatch):
+    writes: list[dict] = []
+    queue_progress = Run.queue_progress
 
-    def count_progress_writes(execute, sql, params, many, context):
-        if sql.lstrip().upper().startswith("UPDATE") and "progress_message" in sql:
-            writes.append(sql)
-        return execute(sql, params, many, context)
+    def count_progress_writes(self, fields):
+        writes.append(fields)
+        return queue_progress(self, fields)
 
-    def on_started(sender, job, **kwargs):
-        # job_started is sent on the job's own thread: watch that thread's connection.
-        connections["default"].execute_wrappers.append(count_progress_writes)
-
-    signals.job_started.connect(on_started, weak=False)
-    try:
-        job = registry.get("jobsapp.progress_loop").enqueue(steps=100, pause=0.01)
-        started = time.monotonic()
-        run_burst()
-        took = time.monotonic() - started
-    finally:
-        signals.job_started.disconnect(on_started)
+    monkeypatch.setattr(Run, "queue_progress", count_progress_writes)
+    job = registry.get("jobsapp.progress_loop").enqueue(steps=100, pause=0.01)
+    started = time.monotonic()
+    run_burst()
+    took = time.monotonic() - started
     row = Job.objects.get(pk=job.pk)
     assert row.status == "succeeded", row.error
     assert row.progress == 1.0
@@ -191,17 +189,43 @@ def test_phases_report_weighted_overall_progress():
 # -- bad rows and security ---------------------------------------------------------------------
 
 
-def test_row_of_an_unregistered_job_fails_without_retry_and_the_worker_moves_on():
+def live_worker_row(names: list[str]) -> WorkerRow:
+    """A worker process as its row shows it: beating now, with these job names registered."""
+    return WorkerRow.objects.create(
+        host="peer", pid=1, names=names, started_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+
+
+def fail_unknown_now() -> int:
+    with override_settings(DJANGO_JOBS={**settings.DJANGO_JOBS, "UNKNOWN_JOB_GRACE": 0.0}):
+        return fail_unknown()
+
+
+def test_row_of_an_unregistered_job_is_left_to_others_then_failed_without_retry_after_grace():
     bad = Job.objects.create(name="nope.missing", max_attempts=3, priority=10)
     good = registry.get("jobsapp.echo").enqueue(n=1)
     worker = run_burst()
+    # This worker's code does not define it: during a deploy, a newer worker may.
+    assert status_of(bad) == "scheduled"
+    assert status_of(good) == "succeeded"
+    assert worker.stats.claimed == 1
+    # Nobody judges while no live worker says what it knows.
+    assert fail_unknown_now() == 0 and status_of(bad) == "scheduled"
+    live_worker_row(registry.names())
+    assert fail_unknown() == 0, "failed before UNKNOWN_JOB_GRACE"
+    assert fail_unknown_now() == 1
     bad.refresh_from_db()
     assert bad.status == "failed"
-    assert bad.error.startswith("unregistered job 'nope.missing'")
+    assert bad.error.startswith("unregistered job 'nope.missing'"), bad.error
     assert not Job.objects.filter(rescheduled_from=bad.pk).exists()
     assert Job.objects.count() == 2
-    assert status_of(good) == "succeeded"
-    assert worker.stats.claimed == 2
+
+
+def test_row_of_a_job_some_live_worker_registers_is_never_failed_as_unknown():
+    row = Job.objects.create(name="newer.only_in_new_code")
+    live_worker_row([*registry.names(), "newer.only_in_new_code"])
+    assert fail_unknown_now() == 0
+    assert status_of(row) == "scheduled"
 
 
 def test_non_json_result_fails_the_job_clearly():
@@ -250,6 +274,8 @@ def test_dotted_paths_in_rows_are_never_imported_or_called(evil_module, tmp_path
         Job.objects.create(name="os.system", data={"command": f"touch {touched}"}),
     ]
     run_burst()
+    live_worker_row(registry.names())
+    assert fail_unknown_now() == 3
     for row in rows:
         row.refresh_from_db()
         assert row.status == "failed"

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django_jobs import registry
+from django_jobs.execution import Execution
 from django_jobs.models import Job
 from django_jobs.worker.loop import Worker
 
@@ -40,3 +42,11 @@ def worker_thread(**options) -> Iterator[Worker]:
 
 def status_of(job: Job) -> str:
     return Job.objects.values_list("status", flat=True).get(pk=job.pk)
+
+
+def started(rows: list[Job]) -> Job:
+    """The one row of a claim, started as a worker's job thread starts it."""
+    [row] = rows
+    job_type = registry.get(row.name) if row.name in registry else None
+    assert Execution(row, job_type, worker=row.worker).begin()
+    return row

@@ -225,8 +225,15 @@ def phased_observed(ctx: JobContext) -> list:
     from django_jobs.models import Job
 
     def stored():
+        # flush() hands the progress to the worker's monitor thread, which writes it on its
+        # own connection within a tick: wait until the row shows it.
         ctx.flush()
-        row = Job.objects.values("progress", "progress_message").get(pk=ctx.job.pk)
+        wanted = [ctx.job.progress, ctx.job.progress_message]
+        for _ in range(100):
+            row = Job.objects.values("progress", "progress_message").get(pk=ctx.job.pk)
+            if [row["progress"], row["progress_message"]] == wanted:
+                break
+            time.sleep(0.05)
         return [row["progress"], row["progress_message"]]
 
     seen = []

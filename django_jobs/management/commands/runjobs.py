@@ -8,7 +8,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from django_jobs.worker.loop import EXIT_RELEASED, Worker, WorkerOptions
+from django_jobs.worker.loop import EXIT_HUNG, EXIT_RELEASED, Worker, WorkerOptions
 
 
 def _positive_int(text: str) -> int:
@@ -97,9 +97,9 @@ class Command(BaseCommand):
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         status = Worker(worker_options).run()
-        if status == EXIT_RELEASED:
-            # Released jobs may still be executing on their threads: leave now, without
-            # waiting for interpreter shutdown, so they cannot touch anything any more.
+        if status in (EXIT_RELEASED, EXIT_HUNG):
+            # Released (or hung) jobs may still be executing on their threads: leave now,
+            # without waiting for interpreter shutdown, so they cannot touch anything more.
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()

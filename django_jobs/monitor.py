@@ -1,0 +1,228 @@
+"""The monitor thread of a process that runs jobs: its heartbeat, and everything about its runs
+that must not depend on the runs' own threads.
+
+It has its own database connection, and the job threads never write about their runs while
+the job's code runs: progress is handed over and written here, cancellation requests are read
+here, timeouts are enforced here. A job that holds a transaction open for minutes, or blocks
+its thread, therefore delays no heartbeat and no timeout of any run.
+
+One heartbeat is one UPDATE of the process's ``Worker`` row, with the database's clock. When
+it finds the row written off (a peer judged the process lost, e.g. after it was frozen), every
+run of the process is lost: their late writes are fenced off, and ``on_written_off`` is told.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+
+from django.db import DatabaseError, connections
+
+from . import clock
+from .conf import jobs_settings
+from .execution import Execution, Outcome
+from .models import Job, Worker
+
+logger = logging.getLogger("django_jobs")
+
+#: Longest wait for a row lock on the monitor's connection: a progress write must not stall
+#: heartbeats behind a row a job keeps locked in its own transaction.
+LOCK_WAIT_SECONDS = 2
+
+
+class Monitor(threading.Thread):
+    def __init__(
+        self,
+        owner: uuid.UUID | None = None,
+        *,
+        busy: Callable[[], int] | None = None,
+        on_written_off: Callable[[], uuid.UUID | None] | None = None,
+        on_hung: Callable[[Execution], None] | None = None,
+    ) -> None:
+        super().__init__(name="django-jobs-monitor", daemon=True)
+        self.owner = owner
+        self._busy = busy
+        self._on_written_off = on_written_off
+        self._on_hung = on_hung
+        self._executions: dict[object, Execution] = {}
+        self._guard = threading.Lock()
+        self._stop_event = threading.Event()
+        self._last_beat = 0.0
+        self._last_cancel_check = 0.0
+        self._last_sync = time.monotonic()
+        self._tuned: object = None  # the raw connection whose lock waits are bounded
+        self._hung: set[object] = set()
+        self.beats = 0
+
+    # -- the runs it watches -----------------------------------------------------------------
+
+    def add(self, execution: Execution) -> None:
+        execution.monitored = True
+        with self._guard:
+            self._executions[execution.job.pk] = execution
+
+    def discard(self, execution: Execution) -> None:
+        with self._guard:
+            self._executions.pop(execution.job.pk, None)
+
+    def all(self) -> list[Execution]:
+        with self._guard:
+            return list(self._executions.values())
+
+    def snapshot(self) -> list[Execution]:
+        """Runs that have not ended."""
+        return [e for e in self.all() if not e.finished.is_set()]
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=10)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        tick = min(0.5, jobs_settings.HEARTBEAT_INTERVAL / 2)
+        try:
+            while not self._stop_event.wait(tick):
+                self.tick()
+        finally:
+            connections.close_all()
+
+    def tick(self) -> None:
+        """One round; survives anything (a raising receiver, a lost database, a bug)."""
+        for step in (self.enforce_timeouts, self.write_progress, self._beat_if_due,
+                     self._read_cancellations_if_due, self._check_hung, self._sync_if_due):
+            try:
+                step()
+            except DatabaseError as exc:
+                logger.warning("monitor: database error, will retry: %s", exc)
+                try:
+                    connections[jobs_settings.DATABASE].close()
+                except Exception:
+                    pass
+                return
+            except Exception:
+                logger.exception("monitor: %s failed; carrying on", step.__name__)
+
+    def _beat_if_due(self) -> None:
+        if time.monotonic() - self._last_beat >= jobs_settings.HEARTBEAT_INTERVAL:
+            self.beat()
+
+    def _read_cancellations_if_due(self) -> None:
+        if time.monotonic() - self._last_cancel_check >= jobs_settings.CANCEL_CHECK_INTERVAL:
+            self._last_cancel_check = time.monotonic()
+            self.read_cancellations()
+
+    def _sync_if_due(self) -> None:
+        if time.monotonic() - self._last_sync >= clock.SYNC_INTERVAL:
+            self._last_sync = time.monotonic()
+            clock.sync(connections[jobs_settings.DATABASE], force=True)
+
+    # -- heartbeat ---------------------------------------------------------------------------
+
+    def beat(self) -> None:
+        """One UPDATE of this process's row; a written-off row loses every run of it."""
+        if self.owner is None:
+            return
+        self._bound_lock_waits()
+        busy = self._busy() if self._busy is not None else len(self.snapshot())
+        if Worker.objects.beat(self.owner, busy=busy):
+            self._last_beat = time.monotonic()
+            self.beats += 1
+            return
+        logger.error(
+            "this process (worker row %s) was written off as lost by a peer (it did not beat "
+            "for WORKER_LOST_AFTER); its runs were recovered elsewhere and its late writes "
+            "will be ignored", self.owner,
+        )
+        for execution in self.all():
+            execution.lost = True
+        self.owner = self._on_written_off() if self._on_written_off is not None else None
+        self._last_beat = time.monotonic()
+
+    def _bound_lock_waits(self) -> None:
+        connection = connections[jobs_settings.DATABASE]
+        connection.ensure_connection()
+        if connection.connection is self._tuned:
+            return
+        statement = {
+            "postgresql": f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'",
+            "mysql": f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}",
+        }.get(connection.vendor)
+        if statement:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        self._tuned = connection.connection
+
+    # -- what the job threads hand over -------------------------------------------------------
+
+    def write_progress(self) -> None:
+        """Write the progress that runs reported since the last tick, one fenced UPDATE each."""
+        for execution in self.snapshot():
+            fields = execution.take_progress()
+            if not fields:
+                continue
+            self._bound_lock_waits()
+            try:
+                execution.update(**fields)
+            except DatabaseError as exc:
+                # A row lock held by the job's own transaction (or a passing error): the
+                # progress waits for the next tick; heartbeats and timeouts go on.
+                logger.info("[%s] progress not written yet: %s", execution.job.name, exc)
+                execution.queue_progress(fields)
+                raise
+
+    def read_cancellations(self) -> None:
+        """Tell runs about cancellation requests, and about claims taken away from them."""
+        running = [e for e in self.snapshot() if e.started]
+        if not running:
+            return
+        rows = {
+            pk: (claim_id, status, cancel_requested_at)
+            for pk, claim_id, status, cancel_requested_at in Job.objects.filter(
+                pk__in=[e.job.pk for e in running]
+            ).values_list("pk", "claim_id", "status", "cancel_requested_at")
+        }
+        for execution in running:
+            row = rows.get(execution.job.pk)
+            if row is None or row[0] != execution.claim_id or row[1] != "running":
+                if not execution.finished.is_set() and not execution.lost:
+                    execution.lost = True
+                    logger.warning("[%s] %s is no longer ours (recovered or changed elsewhere)"
+                                   "; its late writes will be ignored", execution.job.name,
+                                   execution.job.pk)
+                continue
+            execution.cancel_requested = row[2] is not None
+
+    # -- timeouts ------------------------------------------------------------------------------
+
+    def enforce_timeouts(self) -> None:
+        for execution in self.snapshot():
+            if execution.started and execution.past_deadline and not execution.timed_out:
+                execution.timed_out = True
+                execution.timed_out_at = time.monotonic()
+                # The thread may go on running: its lock key stays held until it returns (or
+                # until this process gives up on it, see HUNG_AFTER), so no run overlaps it.
+                if execution.finish(
+                    Outcome.failed(f"timed out after {execution.timeout}"), keep_lock=True
+                ):
+                    logger.error("[%s] %s timed out after %s", execution.job.name,
+                                 execution.job.pk, execution.timeout)
+
+    def _check_hung(self) -> None:
+        """A timed-out run whose thread has not returned within HUNG_AFTER is hung."""
+        if self._on_hung is None:
+            return
+        limit = jobs_settings.HUNG_AFTER
+        for execution in self.all():
+            if (
+                execution.timed_out_at is not None
+                and not execution.returned.is_set()
+                and execution.job.pk not in self._hung
+                and time.monotonic() - execution.timed_out_at >= limit
+            ):
+                self._hung.add(execution.job.pk)
+                self._on_hung(execution)
