@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 
 from . import clock, locks, payload, signals
 from .conf import jobs_settings
@@ -172,6 +172,17 @@ def on_own_connection(work: Callable[[], T]) -> T:
     return box["value"]
 
 
+def bound_lock_wait(connection: Any, seconds: int) -> None:
+    """Make row-lock waits of the current transaction give up after ``seconds`` (an error)."""
+    statement = {
+        "postgresql": f"SET LOCAL lock_timeout = '{int(seconds)}s'",
+        "mysql": f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}",
+    }.get(connection.vendor)
+    if statement:
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+
+
 def _register_run_process() -> uuid.UUID:
     host, _, pid = worker_id().rpartition(":")
     row = Worker.objects.create(
@@ -199,9 +210,17 @@ def start_row(job_type: JobType, data: dict[str, Any], owner: uuid.UUID) -> Exec
         lock_key, claim_id = row.lock_key, row.claim_id
 
         def take() -> bool:
-            with transaction.atomic(using=jobs_settings.DATABASE):
-                return locks.acquire(lock_key, job_id=row.pk, claim_id=claim_id, worker=me,
-                                     owner=owner)
+            db = jobs_settings.DATABASE
+            with transaction.atomic(using=db):
+                # Only an uncommitted transaction taking the same key can make this wait (the
+                # caller's own, perhaps, which waits for us): wait briefly, then call it held.
+                bound_lock_wait(connections[db], seconds=1)
+                try:
+                    with transaction.atomic(using=db):
+                        return locks.acquire(lock_key, job_id=row.pk, claim_id=claim_id,
+                                             worker=me, owner=owner)
+                except OperationalError:
+                    return False
 
         if not on_own_connection(take):
             raise JobAlreadyRunning(

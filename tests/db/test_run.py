@@ -214,6 +214,8 @@ def test_system_exit_of_a_locked_job_releases_the_lock_before_reraising():
 # -- locks --------------------------------------------------------------------------------------
 
 
+# The lock row must be committed: fn.run() takes keys on a connection of its own.
+@pytest.mark.django_db(transaction=True)
 def test_run_while_the_lock_is_held_elsewhere_raises_job_already_running_and_writes_nothing():
     held_until = timezone.now() + timedelta(minutes=5)
     JobTypeLock.objects.create(key="jobsapp.locked_sleep", worker="other-host:1",
@@ -226,6 +228,8 @@ def test_run_while_the_lock_is_held_elsewhere_raises_job_already_running_and_wri
     assert (lock.worker, lock.locked_until) == ("other-host:1", held_until)
 
 
+# The lock row must be committed: fn.run() takes keys on a connection of its own.
+@pytest.mark.django_db(transaction=True)
 def test_an_expired_lock_is_taken_over():
     JobTypeLock.objects.create(key="jobsapp.locked_sleep", worker="dead-host:1",
                                locked_until=timezone.now() - timedelta(seconds=1))
@@ -234,6 +238,8 @@ def test_an_expired_lock_is_taken_over():
     assert_nothing_left_running()
 
 
+# The lock row must be committed: fn.run() takes keys on a connection of its own.
+@pytest.mark.django_db(transaction=True)
 def test_per_key_lock_refuses_only_the_same_key():
     JobTypeLock.objects.create(key="jobsapp.per_customer:1", worker="other-host:1",
                                locked_until=timezone.now() + timedelta(minutes=5))

@@ -287,3 +287,90 @@ def progress_cancellable(ctx: JobContext, seconds: float = 30.0, steps: int = 30
         ctx.progress((step + 1) / steps, message=f"invoice {step + 1} of {steps}")
         time.sleep(seconds / steps)
     return steps
+
+
+# -- added for tests/concurrency/test_liveness.py ------------------------------------------------
+
+
+def _mark(ctx: JobContext, what: str = "") -> None:
+    """A marker file ``<job id>.<attempt>`` holding this process's pid and the start time."""
+    marker = os.environ.get("DJANGO_JOBS_TEST_MARKER_DIR")
+    if marker:
+        with open(os.path.join(marker, f"{ctx.job.pk}.{ctx.attempt}"), "w") as fh:
+            fh.write(f"{os.getpid()} {time.time()} {what}")
+
+
+@job(timeout=timedelta(hours=6), max_attempts=2, retry_delay=0)
+def six_hours(ctx: JobContext, seconds: float = 3600.0, token: str = "") -> str:
+    """A long job with a 6-hour timeout: its recovery after a crash must not wait for it."""
+    _mark(ctx)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not ctx.cancelled:
+        time.sleep(0.05)
+    if token:
+        Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                                 started=time.time(), ended=time.time())
+    return token
+
+
+@job(timeout=timedelta(seconds=60))
+def holds_transaction(ctx: JobContext, seconds: float = 20.0, steps: int = 40) -> int:
+    """Keeps a transaction open (and its own row locked in it) while reporting progress."""
+    from django.db import transaction
+
+    from django_jobs.models import Job
+
+    _mark(ctx)
+    with transaction.atomic():
+        Job.objects.select_for_update().filter(pk=ctx.job.pk).first()
+        for step in range(steps):
+            ctx.progress((step + 1) / steps, message=f"step {step + 1} of {steps}")
+            time.sleep(seconds / steps)
+    return steps
+
+
+@job(lock=True, timeout=timedelta(seconds=1))
+def hangs(ctx: JobContext, seconds: float = 3600.0) -> str:
+    """Ignores its timeout and never comes back (unless ``seconds`` is short)."""
+    _mark(ctx)
+    time.sleep(seconds)
+    return "came back"
+
+
+@job(lock=True, timeout=timedelta(seconds=30))
+def hangs_then_next(ctx: JobContext, token: str = "") -> str:
+    """Shares nothing with ``hangs``; used to prove the worker went on with other work."""
+    Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                             started=time.time(), ended=time.time())
+    return token
+
+
+@job(timeout=timedelta(seconds=20), max_attempts=2, retry_delay=0)
+def timed_record(ctx: JobContext, token: str, seconds: float = 0.0) -> str:
+    """Records when it really started (by this host's real clock) and its token, once."""
+    started = time.time()
+    _mark(ctx)
+    time.sleep(seconds)
+    Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                             started=started, ended=time.time())
+    return token
+
+
+# Two versions of the code, side by side during a deploy: the new version defines these.
+if os.environ.get("DJANGO_JOBS_TEST_NEW_CODE"):
+
+    @job(name="jobsapp.new_job")
+    def new_job(ctx: JobContext, token: str = "") -> str:
+        Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                                 started=time.time(), ended=time.time())
+        return token
+
+    @job(name="jobsapp.new_every_second", every=timedelta(seconds=1), catch_up="all",
+         lock=False)
+    def new_every_second(ctx: JobContext) -> str:
+        from .models import OccurrenceRun
+
+        OccurrenceRun.objects.create(
+            occurrence=ctx.job.occurrence, job_id=ctx.job.pk, worker=ctx.job.worker
+        )
+        return ctx.job.occurrence.isoformat()
