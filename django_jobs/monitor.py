@@ -39,7 +39,7 @@ class Monitor(threading.Thread):
         owner: uuid.UUID | None = None,
         *,
         busy: Callable[[], int] | None = None,
-        on_written_off: Callable[[], uuid.UUID | None] | None = None,
+        on_written_off: Callable[[uuid.UUID], uuid.UUID | None] | None = None,
         on_hung: Callable[[Execution], None] | None = None,
     ) -> None:
         super().__init__(name="django-jobs-monitor", daemon=True)
@@ -140,7 +140,8 @@ class Monitor(threading.Thread):
         )
         for execution in self.all():
             execution.lost = True
-        self.owner = self._on_written_off() if self._on_written_off is not None else None
+        lost = self.owner
+        self.owner = self._on_written_off(lost) if self._on_written_off is not None else None
         self._last_beat = time.monotonic()
 
     def _bound_lock_waits(self) -> None:

@@ -40,6 +40,10 @@ def _immediate(connection):
 class WrittenOff(Exception):
     """The claiming process's ``Worker`` row was written off as lost: it may claim nothing."""
 
+    def __init__(self, owner: uuid.UUID) -> None:
+        super().__init__(f"worker row {owner} was written off as lost")
+        self.owner = owner
+
 
 def claim(
     worker: str,
@@ -72,7 +76,7 @@ def claim(
     fetch = limit * 2 if limit > 1 else 1
     with _immediate(connection), transaction.atomic(using=db):
         if owner is not None and not Worker.objects.beat(owner):
-            raise WrittenOff(f"worker row {owner} was written off as lost")
+            raise WrittenOff(owner)
         filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
                    tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), fetch,
                    skip_locked)

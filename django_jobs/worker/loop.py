@@ -95,6 +95,7 @@ class Worker:
         self.stopping = threading.Event()  # first signal: claim nothing more
         self.force = threading.Event()  # second signal: leave now
         self.row_id: uuid.UUID | None = None  # this process's Worker row
+        self._identity_guard = threading.Lock()
         self.monitor = Monitor(busy=lambda: self.busy, on_written_off=self._reregister,
                                on_hung=self._on_hung)
         self.hung: list[Execution] = []
@@ -107,6 +108,7 @@ class Worker:
         self._last_prune = time.monotonic()
         self._paused: list[str] = []
         self._names: list[str] | None = None
+        self._busy_at_last_claim = 0
         self._names_read_at = 0.0
         self._paused_read_at = 0.0
         self.scheduler = Scheduler() if self.options.scheduler else None
@@ -148,8 +150,8 @@ class Worker:
                     sleep = min(poll, jobs_settings.POLL_INTERVAL)
                 else:
                     sleep = self._sleep_time(poll)
-            except WrittenOff:
-                self._reregister()
+            except WrittenOff as exc:
+                self._reregister(exc.owner)
                 continue
             except DatabaseError as exc:
                 failures += 1
@@ -176,16 +178,20 @@ class Worker:
                     raise
                 self._database_trouble(exc, 3)
 
-    def _reregister(self) -> uuid.UUID | None:
+    def _reregister(self, lost: uuid.UUID | None) -> uuid.UUID | None:
         """Written off by a peer (this process froze, or lost the database for too long):
-        every run it held was recovered elsewhere. Go on under a new identity."""
-        with self._running_guard:
-            for execution in self._running.values():
-                execution.lost = True
-        if self.stopping.is_set():
-            return None
-        self.row_id = self._register()
-        self.monitor.owner = self.row_id
+        every run it held under row ``lost`` was recovered elsewhere. Go on under a new
+        identity (the monitor and the claim may both find out; the first one acts)."""
+        with self._identity_guard:
+            if lost != self.row_id:
+                return self.row_id
+            with self._running_guard:
+                for execution in self._running.values():
+                    execution.lost = True
+            if self.stopping.is_set():
+                return None
+            self.row_id = self._register()
+            self.monitor.owner = self.row_id
         logger.warning("worker %s goes on as worker row %s", self.id, self.row_id)
         return self.row_id
 
@@ -208,6 +214,7 @@ class Worker:
             free = min(free, self.options.max_jobs - self.stats.claimed)
         if free <= 0:
             return 0, 0
+        self._busy_at_last_claim = self.busy
         rows = claim(
             self.id, free, owner=self.row_id, queues=self.options.queues,
             names=self._claimable_names(), exclude_queues=self._paused_queues(),
@@ -287,7 +294,9 @@ class Worker:
         """Burst mode ends when nothing is due and nothing runs; --max-jobs when all ran."""
         if self.options.max_jobs is not None and self.stats.claimed >= self.options.max_jobs:
             return self.busy == 0
-        return self.options.burst and self.busy == 0
+        # A claim made while runs were going may have found keys they held: burst mode ends
+        # only after a claim that looked with nothing running found nothing.
+        return self.options.burst and self.busy == 0 and self._busy_at_last_claim == 0
 
     def _rescue_if_due(self) -> None:
         if time.monotonic() - self._last_rescue < jobs_settings.RESCUE_INTERVAL:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from django_jobs import registry
+from django_jobs.models import Worker as WorkerRow
 from django_jobs.models import Job, JobTypeLock
 from django_jobs.worker.loop import EXIT_RELEASED
 from tests.jobsapp.models import Execution
@@ -48,13 +49,14 @@ def test_sigterm_lets_the_running_job_finish_heartbeating_claims_nothing_new_and
     late = registry.get("jobsapp.noop").enqueue()
 
     # RELIABILITY 9: heartbeats continue during the drain, so no peer rescues the job.
-    beats = [_row(job).heartbeat_at]
+    process = WorkerRow.objects.get(pid=w.pid, kind="worker")
+    assert process.state == "stopping"
+    beats = [process.heartbeat_at]
     for _ in range(2):
         time.sleep(0.7)
-        row = _row(job)
-        if row.status != "running":
+        if _row(job).status != "running":
             break
-        beats.append(row.heartbeat_at)
+        beats.append(WorkerRow.objects.get(pk=process.pk).heartbeat_at)
     assert len(beats) == 3 and beats[0] < beats[1] < beats[2], (beats, w.output())
 
     assert w.wait(timeout=15) == 0, w.output()
@@ -65,6 +67,7 @@ def test_sigterm_lets_the_running_job_finish_heartbeating_claims_nothing_new_and
     late_row = _row(late)
     assert late_row.status == "scheduled" and late_row.worker == "", "claimed after SIGTERM"
     assert "Traceback" not in w.output(), w.output()
+    assert not WorkerRow.objects.filter(pk=process.pk).exists(), "a clean exit leaves no row"
 
 
 def test_grace_expiry_releases_running_jobs_back_to_the_queue_with_their_locks_and_exits_75(
