@@ -7,13 +7,12 @@ job enqueued in ``transaction.atomic()`` exists for workers only once that trans
 from __future__ import annotations
 
 import functools
-import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
@@ -21,7 +20,7 @@ from django.utils import timezone
 from . import clock, payload
 from .conf import jobs_settings
 from .jobtypes import QUEUE_MAX_LENGTH, check_priority, registry
-from .models import Job, JobStatus
+from .models import Job, unique_slot
 from .models.inserting import insert_new_jobs
 
 if TYPE_CHECKING:
@@ -218,40 +217,9 @@ _SET_BY_ROW_OPTIONS = frozenset(
 )
 
 
-def unique_slot(name: str, unique_key: str) -> str:
-    """The value of ``Job.unique_slot``: unique keys are scoped to their job type."""
-    return hashlib.sha256(f"{name}\0{unique_key}".encode()).hexdigest()
-
-
 def _save_unique(job_type: JobType, row: Job) -> Job:
-    """Apply ``unique``: "skip" keeps the pending job, "replace" cancels it for the new one.
-
-    The unique constraint on ``unique_slot`` is what decides between racing callers; the
-    savepoint lets the loser look again instead of aborting the caller's transaction.
-    """
-    db = jobs_settings.DATABASE
-    policy = job_type.unique or "skip"
-    for _ in range(5):
-        with transaction.atomic(using=db):
-            slot = unique_slot(job_type.name, row.unique_key)
-            pending = Job.objects.using(db).scheduled().filter(unique_slot=slot)
-            if policy == "skip":
-                existing = pending.first()
-                if existing is not None:
-                    return existing
-            else:
-                pending.update(
-                    status=JobStatus.CANCELLED,
-                    unique_slot=None,
-                    finished_at=clock.now(),
-                    error="replaced by a newer job with the same unique key",
-                )
-            row.unique_slot = slot
-            try:
-                with transaction.atomic(using=db):
-                    row.save(using=db, force_insert=True)
-                return row
-            except IntegrityError:
-                row.unique_slot = None
-                continue
-    raise IntegrityError(f"could not enqueue {job_type.name!r}: unique key kept changing hands")
+    """Apply ``unique``: "skip" keeps the pending job, "replace" cancels it for the new one."""
+    row.unique_slot = unique_slot(job_type.name, row.unique_key)
+    return Job.objects.using(jobs_settings.DATABASE).insert_scheduled(
+        row, replace=job_type.unique == "replace"
+    )

@@ -148,6 +148,16 @@ def unique_replace(ctx: JobContext, n: int = 0) -> int:
     return n
 
 
+@job(unique="skip", max_attempts=3, retry_delay=timedelta(minutes=10))
+def unique_skip_retried(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
+@job(unique="replace", max_attempts=3, retry_delay=timedelta(minutes=10))
+def unique_replace_retried(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
 @job(timeout=timedelta(seconds=2), max_attempts=2, retry_delay=0, on_stale=_on_stale)
 def sleeper(ctx: JobContext, seconds: float = 5.0, token: str = "") -> str:
     """Sleeps (checking nothing) then records ``token``; used to kill workers mid-job."""
