@@ -37,6 +37,10 @@ class JobQuerySet(models.QuerySet):
         """Scheduled or running: not finished yet."""
         return self.filter(status__in=("scheduled", "running"))
 
+    def pending_occurrences(self) -> JobQuerySet:
+        """Rows the scheduler created for a recurring job's occurrence, not finished yet."""
+        return self.pending().filter(occurrence__isnull=False)
+
     def finished(self) -> JobQuerySet:
         return self.filter(status__in=("succeeded", "failed", "cancelled", "skipped"))
 

@@ -255,7 +255,9 @@ def phased_observed(ctx: JobContext) -> list:
 # -- added for tests/concurrency/test_scheduler_processes.py -------------------------------------
 
 
-@job(every=timedelta(seconds=1), catch_up="all")
+# overlap: the next occurrences are created ahead of time even while one waits for a worker, so
+# the test sees every occurrence of its window created by racing schedulers.
+@job(every=timedelta(seconds=1), catch_up="all", overlap=5)
 def scheduling_tick(ctx: JobContext) -> str:
     """Recurring every second; records its occurrence in a table where it is UNIQUE.
 
