@@ -7,9 +7,10 @@ job enqueued in ``transaction.atomic()`` exists for workers only once that trans
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -25,6 +26,11 @@ from .models.inserting import insert_new_jobs
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
+
+#: The longest ``delay=``: a longer one is a mistake (milliseconds taken for seconds...).
+MAX_DELAY = timedelta(days=3650)
+#: The latest ``run_at=``: far enough for any plan, short of what databases can store.
+LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 
 #: Keyword arguments of ``enqueue()`` that are options, not payload.
 ENQUEUE_OPTIONS = frozenset(
@@ -90,6 +96,23 @@ def build_row(job_type: JobType, data: dict[str, Any], **options: Any) -> Job:
     return RowOptions(job_type, **options).row_and_json(data)[0]
 
 
+def _check_delay(delay: Any) -> timedelta:
+    """``delay=`` as a ``timedelta``, or a clear error naming the option and its range."""
+    if isinstance(delay, bool) or not isinstance(delay, (timedelta, int, float)):
+        raise TypeError(f"delay must be a timedelta or seconds, not {delay!r}")
+    if isinstance(delay, timedelta):
+        in_range = timedelta(0) <= delay <= MAX_DELAY
+    else:
+        # Compared as numbers first: NaN, infinities and huge values cannot become timedeltas.
+        in_range = math.isfinite(delay) and 0 <= delay <= MAX_DELAY.total_seconds()
+    if not in_range:
+        raise ValueError(
+            f"delay must be from 0 to {MAX_DELAY.days} days ({MAX_DELAY.days // 365} years), "
+            f"not {delay!r}"
+        )
+    return delay if isinstance(delay, timedelta) else timedelta(seconds=delay)
+
+
 class RowOptions:
     """The enqueue options of a call, checked once, and the rows they make.
 
@@ -126,10 +149,12 @@ class RowOptions:
                 raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__}")
             if timezone.is_naive(run_at):
                 raise ValueError("run_at must be an aware datetime (use django.utils.timezone)")
+            if run_at > LATEST_RUN_AT:
+                raise ValueError(
+                    f"run_at must be no later than {LATEST_RUN_AT:%Y-%m-%d}, not {run_at}"
+                )
         elif delay is not None:
-            if isinstance(delay, bool) or not isinstance(delay, (timedelta, int, float)):
-                raise TypeError(f"delay must be a timedelta or seconds, not {delay!r}")
-            run_at = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+            run_at = now + _check_delay(delay)
         else:
             run_at = now
         if priority is None:
