@@ -7,15 +7,18 @@ django_jobs.E004  DJANGO_JOBS['DATABASE'] names no configured database
 django_jobs.E005  JOBS_<NAME>_ENABLED holds something that is neither true nor false
 django_jobs.E006  a job's schedule cannot compute its next run
 django_jobs.E007  WORKER_LOST_AFTER is shorter than three heartbeat intervals
+django_jobs.W001  the jobs database is SQLite without the options docs/installation.md advises
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error
+from django.core.checks import Error, Warning
+from django.db import connections
 
 from .conf import DEFAULTS, TYPES
 
@@ -85,6 +88,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+#: ``PRAGMA journal_mode=WAL`` in an ``init_command``, however it is spelt.
+_WAL = re.compile(r"journal_mode\s*=\s*['\"]?wal\b", re.IGNORECASE)
+
+
+def check_database(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
+    """Warn when the jobs database is SQLite without the options docs/installation.md advises.
+
+    Reads settings only: checks also run where the database cannot be reached.
+    """
+    user = getattr(settings, "DJANGO_JOBS", {})
+    alias = user.get("DATABASE", DEFAULTS["DATABASE"]) if isinstance(user, dict) else None
+    if not isinstance(alias, str) or alias not in settings.DATABASES:
+        return []  # E001/E003/E004 say what is wrong
+    connection = connections[alias]  # a wrapper; it connects only when a query needs it
+    if connection.vendor != "sqlite":
+        return []
+    options = connection.settings_dict.get("OPTIONS") or {}
+    missing = []
+    if options.get("timeout") is None:
+        missing.append("OPTIONS['timeout'] (seconds to wait for the write lock)")
+    if str(options.get("transaction_mode") or "").upper() != "IMMEDIATE":
+        missing.append("OPTIONS['transaction_mode'] = 'IMMEDIATE'")
+    if not _WAL.search(str(options.get("init_command") or "")):
+        missing.append("WAL journal mode (OPTIONS['init_command'] = 'PRAGMA journal_mode=WAL;')")
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"The jobs database {alias!r} is SQLite without {'; '.join(missing)}: workers and "
+            "your site may fail with 'database is locked'.",
+            hint="Set the OPTIONS shown in docs/installation.md (SQLite).",
+            id="django_jobs.W001",
+        )
+    ]
 
 
 def check_job_types(app_configs: Any = None, **kwargs: Any) -> list[Error]:

@@ -7,13 +7,13 @@ job enqueued in ``transaction.atomic()`` exists for workers only once that trans
 from __future__ import annotations
 
 import functools
-import hashlib
+import math
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
@@ -21,11 +21,16 @@ from django.utils import timezone
 from . import clock, payload
 from .conf import jobs_settings
 from .jobtypes import QUEUE_MAX_LENGTH, check_priority, registry
-from .models import Job, JobStatus
+from .models import Job, unique_slot
 from .models.inserting import insert_new_jobs
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
+
+#: The longest ``delay=``: a longer one is a mistake (milliseconds taken for seconds...).
+MAX_DELAY = timedelta(days=3650)
+#: The latest ``run_at=``: far enough for any plan, short of what databases can store.
+LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 
 #: Keyword arguments of ``enqueue()`` that are options, not payload.
 ENQUEUE_OPTIONS = frozenset(
@@ -91,6 +96,23 @@ def build_row(job_type: JobType, data: dict[str, Any], **options: Any) -> Job:
     return RowOptions(job_type, **options).row_and_json(data)[0]
 
 
+def _check_delay(delay: Any) -> timedelta:
+    """``delay=`` as a ``timedelta``, or a clear error naming the option and its range."""
+    if isinstance(delay, bool) or not isinstance(delay, (timedelta, int, float)):
+        raise TypeError(f"delay must be a timedelta or seconds, not {delay!r}")
+    if isinstance(delay, timedelta):
+        in_range = timedelta(0) <= delay <= MAX_DELAY
+    else:
+        # Compared as numbers first: NaN, infinities and huge values cannot become timedeltas.
+        in_range = math.isfinite(delay) and 0 <= delay <= MAX_DELAY.total_seconds()
+    if not in_range:
+        raise ValueError(
+            f"delay must be from 0 to {MAX_DELAY.days} days ({MAX_DELAY.days // 365} years), "
+            f"not {delay!r}"
+        )
+    return delay if isinstance(delay, timedelta) else timedelta(seconds=delay)
+
+
 class RowOptions:
     """The enqueue options of a call, checked once, and the rows they make.
 
@@ -127,10 +149,12 @@ class RowOptions:
                 raise TypeError(f"run_at must be a datetime, not {type(run_at).__name__}")
             if timezone.is_naive(run_at):
                 raise ValueError("run_at must be an aware datetime (use django.utils.timezone)")
+            if run_at > LATEST_RUN_AT:
+                raise ValueError(
+                    f"run_at must be no later than {LATEST_RUN_AT:%Y-%m-%d}, not {run_at}"
+                )
         elif delay is not None:
-            if isinstance(delay, bool) or not isinstance(delay, (timedelta, int, float)):
-                raise TypeError(f"delay must be a timedelta or seconds, not {delay!r}")
-            run_at = now + (delay if isinstance(delay, timedelta) else timedelta(seconds=delay))
+            run_at = now + _check_delay(delay)
         else:
             run_at = now
         if priority is None:
@@ -218,40 +242,9 @@ _SET_BY_ROW_OPTIONS = frozenset(
 )
 
 
-def unique_slot(name: str, unique_key: str) -> str:
-    """The value of ``Job.unique_slot``: unique keys are scoped to their job type."""
-    return hashlib.sha256(f"{name}\0{unique_key}".encode()).hexdigest()
-
-
 def _save_unique(job_type: JobType, row: Job) -> Job:
-    """Apply ``unique``: "skip" keeps the pending job, "replace" cancels it for the new one.
-
-    The unique constraint on ``unique_slot`` is what decides between racing callers; the
-    savepoint lets the loser look again instead of aborting the caller's transaction.
-    """
-    db = jobs_settings.DATABASE
-    policy = job_type.unique or "skip"
-    for _ in range(5):
-        with transaction.atomic(using=db):
-            slot = unique_slot(job_type.name, row.unique_key)
-            pending = Job.objects.using(db).scheduled().filter(unique_slot=slot)
-            if policy == "skip":
-                existing = pending.first()
-                if existing is not None:
-                    return existing
-            else:
-                pending.update(
-                    status=JobStatus.CANCELLED,
-                    unique_slot=None,
-                    finished_at=clock.now(),
-                    error="replaced by a newer job with the same unique key",
-                )
-            row.unique_slot = slot
-            try:
-                with transaction.atomic(using=db):
-                    row.save(using=db, force_insert=True)
-                return row
-            except IntegrityError:
-                row.unique_slot = None
-                continue
-    raise IntegrityError(f"could not enqueue {job_type.name!r}: unique key kept changing hands")
+    """Apply ``unique``: "skip" keeps the pending job, "replace" cancels it for the new one."""
+    row.unique_slot = unique_slot(job_type.name, row.unique_key)
+    return Job.objects.using(jobs_settings.DATABASE).insert_scheduled(
+        row, replace=job_type.unique == "replace"
+    )

@@ -26,7 +26,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from . import clock, payload, signals
 from .conf import jobs_settings
-from .models import Job, JobStatus, JobTypeLock
+from .models import Job, JobStatus, JobTypeLock, scheduled_state
 from .retry import retry_delay, should_retry
 
 if TYPE_CHECKING:
@@ -419,7 +419,11 @@ def record_outcome(
 
 
 def schedule_retry(job: Job, now: datetime) -> Job | None:
-    """A new row for the next attempt, linked to this one, if attempts remain."""
+    """A new row for the next attempt, linked to this one, if attempts remain.
+
+    The retry holds the unique key like any pending job: under "skip" a job with the same key
+    enqueued while this one ran is kept and returned instead, under "replace" it is cancelled.
+    """
     from .jobtypes import registry
 
     if not should_retry(job.attempt, job.max_attempts) or job.name not in registry:
@@ -440,22 +444,37 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
         rescheduled_from_id=job.pk,
         created_by_id=job.created_by_id,
         meta=job.meta,
+        **scheduled_state(job.name, job.unique_key),
     )
-    retry.save(using=jobs_settings.DATABASE, force_insert=True)
-    return retry
+    return Job.objects.insert_scheduled(retry, replace=job_type.unique == "replace")
 
 
 def release_row(job: Job, claim_id: uuid.UUID | None) -> bool:
+    """Give a claimed row back to the queue as a scheduled row that never started.
+
+    It holds its unique key again: under "skip" a job with the same key enqueued during the run
+    is kept and this row is cancelled in its favour; under "replace" that job is cancelled.
+    """
+    from .jobtypes import registry
+
+    fields = scheduled_state(job.name, job.unique_key)
+    slot = fields.pop("unique_slot")
     with transaction.atomic(using=jobs_settings.DATABASE):
-        won = Job.objects.claimed_by(job.pk, claim_id).update(
-            status=JobStatus.SCHEDULED,
-            claim_id=None,
-            owner=None,
-            worker="",
-            started_at=None,
-            heartbeat_at=None,
-            locked_until=None,
-        ) == 1
+        # The fence first: the unique policy may cancel another row, which only the run that
+        # still owns its claim may do.
+        won = Job.objects.claimed_by(job.pk, claim_id).update(**fields) == 1
+        if won and slot is not None:
+            released = Job.objects.scheduled().filter(pk=job.pk)
+            replace = job.name in registry and registry.get(job.name).unique == "replace"
+            holder, _ = Job.objects.hold_unique_slot(
+                slot, lambda: released.update(unique_slot=slot), replace=replace
+            )
+            if holder is not None:
+                released.update(
+                    status=JobStatus.CANCELLED, finished_at=clock.now(),
+                    error=f"released back to the queue while job {holder.pk} with the same "
+                    "unique key was pending; that job runs instead",
+                )
         if won and job.lock_key:
             JobTypeLock.objects.filter(key=job.lock_key, claim_id=claim_id).delete()
     return won

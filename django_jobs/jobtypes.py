@@ -59,6 +59,7 @@ class JobType:
     next_run: Callable[[datetime | None], datetime] | None = None
     timezone: str | tzinfo | None = None
     catch_up: Literal["latest", "skip", "all"] = "latest"
+    overlap: bool | int = False
     queue: str = "default"
     priority: int = 0
     lock: bool | Callable[[dict[str, Any]], str] | None = None
@@ -86,6 +87,11 @@ class JobType:
             return None
         return Schedule(cron=self.cron, every=self.every, next_run=self.next_run,
                         timezone=self.timezone)
+
+    @property
+    def max_pending_occurrences(self) -> int:
+        """How many occurrences may be scheduled or running at once (``overlap``)."""
+        return 1 if self.overlap is False else int(self.overlap)
 
     @property
     def uses_lock(self) -> bool:
@@ -211,6 +217,17 @@ def _validate_options(func: Callable[..., Any], name: Any, options: dict[str, An
             f"catch_up must be one of {', '.join(map(repr, CATCH_UP_POLICIES))}, "
             f"not {options['catch_up']!r}"
         )
+    if "overlap" in options:
+        overlap = options["overlap"]
+        if overlap is not False and (
+            isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1
+        ):
+            raise ValueError(
+                "overlap must be False or an integer of at least 1 (the most occurrences "
+                f"scheduled or running at once), not {overlap!r}"
+            )
+        if overlap is not False and not schedules:
+            raise ValueError("overlap applies to recurring jobs (cron, every or next_run) only")
     if "queue" in options:
         queue = options["queue"]
         if not isinstance(queue, str) or not queue or len(queue) > QUEUE_MAX_LENGTH:

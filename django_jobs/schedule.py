@@ -5,6 +5,7 @@ Cron expressions are read in the job's time zone and the result is returned in U
 
 from __future__ import annotations
 
+import logging
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from croniter import croniter
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+logger = logging.getLogger("django_jobs")
 
 
 class ScheduleError(ValueError):
@@ -80,10 +83,31 @@ class Schedule:
             return self.next_run(after).astimezone(UTC)
         raise ScheduleError("this job has no schedule")
 
+    def anchor_before(
+        self, moment: datetime, count: int, *, default_zone: str = "UTC"
+    ) -> datetime | None:
+        """An instant before the ``count`` latest occurrences at or before ``moment``.
+
+        Walking ``next_after()`` from it finds those occurrences in a few steps, however long
+        ago the last one was. ``None`` for ``next_run``: a callable can only be walked forward.
+        """
+        if self.cron:
+            zone = get_zone(self.timezone, default_zone)
+            it = croniter(self.cron, moment.astimezone(zone))
+            # One more than asked, and three hours more: croniter's backward steps need not
+            # agree with next_after() around a daylight saving change; the walk forward decides.
+            for _ in range(count + 1):
+                anchor = it.get_prev(datetime)
+            return anchor.astimezone(UTC) - timedelta(hours=3)
+        if self.every:
+            latest = _EPOCH + ((moment.astimezone(UTC) - _EPOCH) // self.every) * self.every
+            return latest - count * self.every
+        return None
+
 
 #: Most missed occurrences ``catch_up="all"`` runs after downtime; older ones are dropped.
 MAX_CATCH_UP = 100
-#: Occurrences walked through when looking for the latest missed one.
+#: Occurrences of a ``next_run`` callable walked through when looking for the latest missed one.
 _MAX_WALK = 100_000
 
 
@@ -116,8 +140,12 @@ def plan(
         return Plan((schedule.next_after(now, default_zone=default_zone),), None)
     if last > now:
         return Plan((), None)  # the next occurrence is already created and not due yet
+    wanted = MAX_CATCH_UP if catch_up == "all" else 1
+    # Start the walk just before the missed occurrences that matter, not at ``last``: after a
+    # long downtime there may be millions in between.
+    anchor = schedule.anchor_before(now, wanted, default_zone=default_zone)
+    current = last if anchor is None or anchor <= last else anchor
     missed: list[datetime] = []
-    current = last
     for _ in range(_MAX_WALK):
         following = schedule.next_after(current, default_zone=default_zone)
         if following <= current:
@@ -127,11 +155,19 @@ def plan(
         if following > now:
             break
         missed.append(following)
-        if len(missed) > MAX_CATCH_UP:
+        if len(missed) > wanted:
             del missed[0]
         current = following
-    else:  # an absurdly long gap: restart from now
+    else:
+        # Only a next_run callable gets here. What was found is years stale: plan from now
+        # instead, as after a reset, so nothing outdated runs.
+        logger.warning(
+            "gave up looking for the latest missed occurrence after %d steps (reached %s); "
+            "planning from now on",
+            _MAX_WALK, current.isoformat(),
+        )
         following = schedule.next_after(now, default_zone=default_zone)
+        return Plan((following,), following)
     if not missed:
         return Plan((following,), None)
     if catch_up == "all":

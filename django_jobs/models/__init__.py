@@ -1,9 +1,9 @@
-from .job import Job, JobStatus
+from .job import Job, JobStatus, scheduled_state, unique_slot
 from .lock import JobTypeLock
 from .schedule import JobSchedule, PausedQueue
 from .worker import LIVE_STATES, Worker, WorkerState
 
 __all__ = [
     "LIVE_STATES", "Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "Worker",
-    "WorkerState",
+    "WorkerState", "scheduled_state", "unique_slot",
 ]

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
 from django.conf import settings
 from django.core import checks
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -20,6 +21,40 @@ class JobStatus(models.TextChoices):
     FAILED = "failed", _("failed")  # raised, timed out, or its worker was lost
     CANCELLED = "cancelled", _("cancelled")  # cancelled before or during its run
     SKIPPED = "skipped", _("skipped")  # precheck said there was nothing to do
+
+
+def unique_slot(name: str, unique_key: str | None) -> str | None:
+    """``Job.unique_slot`` of a scheduled row: a unique key is scoped to its job type."""
+    if unique_key is None:
+        return None
+    return hashlib.sha256(f"{name}\0{unique_key}".encode()).hexdigest()
+
+
+def scheduled_state(name: str, unique_key: str | None) -> dict[str, Any]:
+    """The fields of a row that becomes ``scheduled`` (again): a retry, a release.
+
+    It holds its unique key (``unique_slot``) like any pending job, and shows nothing of an
+    earlier run: no progress, message, ETA, result, error, worker, claim, lease or cancel
+    request. Whoever writes it applies the unique policy first: see
+    ``JobQuerySet.hold_unique_slot()``.
+    """
+    return {
+        "status": JobStatus.SCHEDULED,
+        "unique_slot": unique_slot(name, unique_key),
+        "progress": 0.0,
+        "progress_message": "",
+        "eta": None,
+        "cancel_requested_at": None,
+        "result": None,
+        "error": "",
+        "worker": "",
+        "claim_id": None,
+        "owner": None,
+        "started_at": None,
+        "heartbeat_at": None,
+        "locked_until": None,
+        "finished_at": None,
+    }
 
 
 FINISHED_STATUSES = (
@@ -195,24 +230,43 @@ class Job(models.Model):
         """Schedule a new run with this run's payload, linked by ``rescheduled_from``.
 
         Refused while this run is scheduled or running: a retry must never become a second
-        concurrent run of the same work.
+        concurrent run of the same work. While a retry of this run is still pending (scheduled
+        or running), that retry is returned instead of another one. The new run holds the
+        unique key under the job type's ``unique`` policy: with "skip" a pending job with the
+        same key is returned instead, with "replace" that job is cancelled.
         """
         from ..exceptions import InvalidJobState
 
-        current = Job.objects.filter(pk=self.pk).values_list("status", flat=True).first()
-        if current not in FINISHED_STATUSES:
-            raise InvalidJobState(
-                f"job {self.pk} is {current or 'gone'}; only a finished job can be retried"
+        # The unique policy is declared on the job type, a layer above the models: it is read
+        # when a retry is made, never at import time.
+        from ..jobtypes import registry
+
+        db = Job.objects.db
+        with transaction.atomic(using=db):
+            # Locking this row makes concurrent retries of it take turns (PostgreSQL, MariaDB),
+            # so that the second one finds the first one's row.
+            current = (
+                Job.objects.select_for_update().filter(pk=self.pk)
+                .values_list("status", flat=True).first()
             )
-        now = clock.now()
-        retry = Job(
-            name=self.name, data=self.data, queue=self.queue, priority=self.priority,
-            run_at=now, created_at=now, max_attempts=self.max_attempts, lock_key=self.lock_key,
-            unique_key=self.unique_key, rescheduled_from_id=self.pk, meta=self.meta,
-            created_by_id=getattr(created_by, "pk", created_by) or self.created_by_id,
-        )
-        retry.save(using=Job.objects.db, force_insert=True)
-        return retry
+            if current not in FINISHED_STATUSES:
+                raise InvalidJobState(
+                    f"job {self.pk} is {current or 'gone'}; only a finished job can be retried"
+                )
+            pending = Job.objects.pending().filter(rescheduled_from=self.pk).first()
+            if pending is not None:
+                return pending
+            now = clock.now()
+            retry = Job(
+                name=self.name, data=self.data, queue=self.queue, priority=self.priority,
+                run_at=now, created_at=now, max_attempts=self.max_attempts,
+                lock_key=self.lock_key, unique_key=self.unique_key, rescheduled_from_id=self.pk,
+                meta=self.meta,
+                created_by_id=getattr(created_by, "pk", created_by) or self.created_by_id,
+                **scheduled_state(self.name, self.unique_key),
+            )
+            replace = self.name in registry and registry.get(self.name).unique == "replace"
+            return Job.objects.insert_scheduled(retry, replace=replace)
 
     def run_now(self) -> bool:
         """Make this scheduled job due at once; ``False`` if it is no longer scheduled."""

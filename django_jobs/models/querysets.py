@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import TypeVar
 
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import Exists, Expression, Max, Min, OuterRef, Q
 
 from .. import clock
 from ..conf import jobs_settings
+
+T = TypeVar("T")
+
+#: The error of a pending job cancelled by ``unique="replace"``.
+REPLACED = "replaced by a newer job with the same unique key"
 
 
 def _now(now: datetime | None) -> datetime | Expression:
@@ -31,6 +37,10 @@ class JobQuerySet(models.QuerySet):
     def pending(self) -> JobQuerySet:
         """Scheduled or running: not finished yet."""
         return self.filter(status__in=("scheduled", "running"))
+
+    def pending_occurrences(self) -> JobQuerySet:
+        """Rows the scheduler created for a recurring job's occurrence, not finished yet."""
+        return self.pending().filter(occurrence__isnull=False)
 
     def finished(self) -> JobQuerySet:
         return self.filter(status__in=("succeeded", "failed", "cancelled", "skipped"))
@@ -151,6 +161,49 @@ class JobQuerySet(models.QuerySet):
     def prunable(self, older_than: datetime) -> JobQuerySet:
         """Finished rows that ended before ``older_than``."""
         return self.finished().filter(finished_at__lt=older_than)
+
+    def hold_unique_slot(
+        self, slot: str, write: Callable[[], T], *, replace: bool, now: datetime | None = None
+    ) -> tuple[models.Model | None, T | None]:
+        """Apply a unique policy, then ``write()``, which makes one row scheduled in ``slot``.
+
+        Returns ``(holder, None)`` when "skip" (``replace=False``) keeps the scheduled row that
+        already holds ``slot``: ``write`` is not called. Otherwise any such row is cancelled
+        ("replace") and ``(None, write())`` is returned. The unique constraint on
+        ``unique_slot`` decides between racing callers: the loser's write fails inside its own
+        savepoint and it looks again, so the caller's transaction is never aborted.
+        """
+        for _ in range(5):
+            with transaction.atomic(using=self.db):
+                pending = self.scheduled().filter(unique_slot=slot)
+                if not replace:
+                    holder = pending.first()
+                    if holder is not None:
+                        return holder, None
+                else:
+                    pending.update(
+                        status="cancelled", unique_slot=None, finished_at=_now(now),
+                        error=REPLACED,
+                    )
+                try:
+                    with transaction.atomic(using=self.db):
+                        return None, write()
+                except IntegrityError:
+                    continue
+        raise IntegrityError(f"unique slot {slot} kept changing hands; nothing was written")
+
+    def insert_scheduled(self, row: models.Model, *, replace: bool) -> models.Model:
+        """Insert the scheduled ``row``; with a unique slot, under its job type's policy.
+
+        Returns ``row``, or under "skip" the pending row that already holds the same key.
+        """
+        if row.unique_slot is None:
+            row.save(using=self.db, force_insert=True)
+            return row
+        holder, _ = self.hold_unique_slot(
+            row.unique_slot, lambda: row.save(using=self.db, force_insert=True), replace=replace
+        )
+        return holder or row
 
     def claimed_by(self, job_id, claim_id) -> JobQuerySet:
         """The fence: this row, only while the claim ``claim_id`` still owns it."""

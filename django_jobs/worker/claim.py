@@ -29,6 +29,9 @@ def _immediate(connection):
     if connection.vendor != "sqlite" or connection.in_atomic_block:
         yield
         return
+    # Connecting resets ``transaction_mode`` from OPTIONS: connect first, or the first claim
+    # after a reconnect would begin DEFERRED and could fail with "database is locked".
+    connection.ensure_connection()
     previous = getattr(connection, "transaction_mode", None)
     connection.transaction_mode = "IMMEDIATE"
     try:

@@ -21,7 +21,7 @@ from .. import clock
 from ..conf import jobs_settings
 from ..jobtypes import JobType, registry
 from ..models import Job, JobSchedule, JobStatus, Worker
-from ..schedule import ScheduleError, plan
+from ..schedule import Plan, ScheduleError, plan
 
 logger = logging.getLogger("django_jobs")
 
@@ -101,20 +101,36 @@ class Scheduler:
             if not todo.occurrences:
                 return 0, last
             upcoming = todo.occurrences[-1]
-            for occurrence in todo.occurrences:
-                if last is not None and occurrence <= last:
-                    continue
-                created += _create_occurrence(job_type, occurrence, now)
-            JobSchedule.objects.filter(name=job_type.name).filter(
-                Q(last_occurrence__isnull=True) | Q(last_occurrence__lt=upcoming)
-            ).update(last_occurrence=upcoming, updated_at=now)
             if todo.supersede_before is not None:
+                # Before counting: superseded rows leave room for the occurrence replacing them.
                 Job.objects.for_name(job_type.name).scheduled().filter(
                     occurrence__lt=todo.supersede_before
                 ).update(
                     status=JobStatus.CANCELLED, finished_at=now, unique_slot=None,
                     error=f"superseded by a later occurrence (catch_up={job_type.catch_up!r})",
                 )
+            # ``overlap``: while this many occurrences are scheduled or running, no more are
+            # created. Those held back are created by a later tick once there is room, or passed
+            # over by catch_up when a later occurrence is due by then.
+            room = job_type.max_pending_occurrences - (
+                Job.objects.for_name(job_type.name).pending_occurrences().count()
+            )
+            newest = None
+            for occurrence in todo.occurrences:
+                if last is not None and occurrence <= last:
+                    continue
+                if room <= 0:
+                    break
+                made = _create_occurrence(job_type, occurrence, now)
+                created += made
+                room -= made
+                newest = occurrence
+            # The newest occurrence created, not the newest planned: one held back is planned
+            # again at the next tick.
+            if newest is not None:
+                JobSchedule.objects.filter(name=job_type.name).filter(
+                    Q(last_occurrence__isnull=True) | Q(last_occurrence__lt=newest)
+                ).update(last_occurrence=newest, updated_at=now)
         return created, upcoming
 
     def _cancel_removed(self, names: set[str]) -> None:
@@ -133,10 +149,22 @@ class Scheduler:
         )
 
 
-def _plan(job_type: JobType, last: datetime | None, now: datetime):
-    return plan(
-        job_type.schedule, last, now, job_type.catch_up, default_zone=settings.TIME_ZONE or "UTC"
-    )
+def _plan(job_type: JobType, last: datetime | None, now: datetime) -> Plan:
+    """What to create at ``now`` for ``job_type``, ``last`` being the newest occurrence created.
+
+    The occurrence right after ``last`` counts as one created ahead of time, as it is when
+    ``overlap`` leaves room: held back, it runs late once there is room, and is not one of the
+    missed occurrences that ``catch_up`` decides about.
+    """
+    schedule, zone = job_type.schedule, settings.TIME_ZONE or "UTC"
+    if last is not None:
+        ahead = schedule.next_after(last, default_zone=zone)
+        if last < ahead <= now:
+            todo = plan(schedule, ahead, now, job_type.catch_up, default_zone=zone)
+            if todo.supersede_before is not None:
+                return todo  # a later occurrence supersedes it
+            return Plan((ahead, *todo.occurrences), None)
+    return plan(schedule, last, now, job_type.catch_up, default_zone=zone)
 
 
 def _create_occurrence(job_type: JobType, occurrence: datetime, now: datetime) -> int:

@@ -139,6 +139,41 @@ def test_bad_options_are_refused_and_write_nothing(options, error):
     assert Job.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "delay",
+    [10**12, float("inf"), float("-inf"), float("nan"), -1, -0.5, timedelta(seconds=-1),
+     timedelta(days=3651), timedelta.max, 3650 * 86400 + 1],
+)
+def test_a_delay_out_of_range_is_a_value_error_naming_delay_and_the_range(delay):
+    with pytest.raises(ValueError, match=r"delay must be from 0 to 3650 days \(10 years\)"):
+        echo.enqueue(delay=delay)
+    with pytest.raises(ValueError, match="delay must be"):
+        echo.enqueue_many([{"n": 1}], delay=delay)
+    assert Job.objects.count() == 0
+
+
+@pytest.mark.parametrize("delay", [0, 0.0, timedelta(0), 3650 * 86400, timedelta(days=3650)])
+def test_a_delay_within_range_is_accepted(delay):
+    before = timezone.now()
+    row = echo.enqueue(delay=delay)
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    assert row.run_at >= before + timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize(
+    "run_at", [datetime(9000, 1, 1, 0, 0, 1, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)]
+)
+def test_a_run_at_past_the_year_9000_is_a_value_error_naming_run_at(run_at):
+    with pytest.raises(ValueError, match="run_at must be no later than 9000-01-01"):
+        echo.enqueue(run_at=run_at)
+    assert Job.objects.count() == 0
+
+
+def test_a_run_at_far_ahead_but_within_range_is_stored():
+    row = echo.enqueue(run_at=datetime(8999, 12, 31, tzinfo=UTC))
+    assert Job.objects.get(pk=row.pk).run_at == datetime(8999, 12, 31, tzinfo=UTC)
+
+
 # -- by name ------------------------------------------------------------------------------------
 
 

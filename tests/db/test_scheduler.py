@@ -94,7 +94,7 @@ def test_two_schedulers_at_the_same_moment_create_one_row(define):
 
 
 def test_two_schedulers_at_different_moments_create_one_row_per_occurrence(define):
-    jt = define("sched.different")
+    jt = define("sched.different", overlap=10)  # no row runs here: let them queue
     a, b = Scheduler(), Scheduler()
     for seconds in range(0, 5 * 60, 13):  # both tick, a few seconds apart, for five minutes
         a.tick(T0 + timedelta(seconds=seconds))
@@ -116,8 +116,9 @@ def test_a_scheduler_with_a_stale_view_still_cannot_create_an_occurrence_twice(d
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="threads need row locks to race")
 def test_schedulers_racing_on_threads_create_one_row_per_occurrence(define):
-    jt = define("sched.threads")
-    burst = define("sched.threads-all", catch_up="all")
+    # No row runs here: let them queue, as many as catch_up="all" makes.
+    jt = define("sched.threads", overlap=100)
+    burst = define("sched.threads-all", catch_up="all", overlap=100)
     errors: list[BaseException] = []
     barrier = threading.Barrier(6)
 
@@ -178,8 +179,8 @@ def test_dedup_survives_pruning(define):
 # -- catch-up ------------------------------------------------------------------------------------
 
 
-def _downtime(define, policy: str):
-    jt = define(f"sched.catchup-{policy}", catch_up=policy)
+def _downtime(define, policy: str, **options):
+    jt = define(f"sched.catchup-{policy}", catch_up=policy, **options)
     Scheduler().tick(T0)  # occurrence 12:01 created, then every worker stops for an hour
     created = Scheduler().tick(minute(61) + timedelta(seconds=30))
     return jt, created
@@ -187,12 +188,19 @@ def _downtime(define, policy: str):
 
 def test_catch_up_latest_runs_the_latest_missed_once_and_supersedes_the_rest(define):
     jt, _ = _downtime(define, "latest")
-    assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(61), minute(62)]
+    # 12:62 is not created while 12:61 waits (overlap=False).
+    assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(61)]
     (old,) = rows(jt.name).filter(status=JobStatus.CANCELLED)
     assert old.occurrence == minute(1)
     assert "superseded" in old.error and "latest" in old.error
     assert old.finished_at is not None
-    assert rows(jt.name).count() == 3  # not 60
+    assert rows(jt.name).count() == 2  # not 60
+
+
+def test_catch_up_latest_with_overlap_also_creates_the_next_occurrence_ahead(define):
+    jt, _ = _downtime(define, "latest", overlap=2)
+    assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(61), minute(62)]
+    assert occurrences(jt.name, JobStatus.CANCELLED) == [minute(1)]
 
 
 def test_catch_up_skip_waits_for_the_next(define):
@@ -203,7 +211,7 @@ def test_catch_up_skip_waits_for_the_next(define):
 
 
 def test_catch_up_all_runs_each_missed_occurrence(define):
-    jt, _ = _downtime(define, "all")
+    jt, _ = _downtime(define, "all", overlap=100)
     assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(n) for n in range(1, 63)]
     assert not rows(jt.name).filter(status=JobStatus.CANCELLED).exists()
 
@@ -214,7 +222,74 @@ def test_catch_up_latest_leaves_finished_rows_alone(define):
     finish(jt.name, minute(1))
     Scheduler().tick(minute(30) + timedelta(seconds=1))
     assert rows(jt.name).get(occurrence=minute(1)).status == JobStatus.SUCCEEDED
-    assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(30), minute(31)]
+    assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(30)]
+
+
+def test_catch_up_all_runs_the_missed_occurrences_one_at_a_time_without_overlap(define):
+    jt, created = _downtime(define, "all")
+    assert created == 0  # 12:01 still waits: nothing is added to it
+    assert occurrences(jt.name) == [minute(1)]
+    finish(jt.name, minute(1))
+    Scheduler().tick(minute(61) + timedelta(seconds=40))
+    assert occurrences(jt.name, JobStatus.SCHEDULED) == [minute(2)]  # the next missed one
+
+
+# -- overlap -------------------------------------------------------------------------------------
+
+
+def _simulate(jt, start: datetime, until: datetime, body: timedelta) -> int:
+    """Tick every half second from ``start`` to ``until`` while one worker runs each due row of
+    ``jt`` for ``body``, one at a time; return the most rows pending at once."""
+    running: tuple[Job, datetime] | None = None
+    most = 0
+    now = start
+    scheduler = Scheduler()
+    while now <= until:
+        if running is not None and now >= running[1]:
+            finish(jt.name, running[0].occurrence)
+            running = None
+        scheduler.tick(now)
+        if running is None:
+            due = rows(jt.name).filter(status=JobStatus.SCHEDULED, run_at__lte=now).first()
+            if due is not None:
+                Job.objects.filter(pk=due.pk).update(status=JobStatus.RUNNING, started_at=now)
+                running = (due, now + body)
+        most = max(most, Job.objects.for_name(jt.name).pending().count())
+        now += timedelta(milliseconds=500)
+    return most
+
+
+def test_a_recurring_job_slower_than_its_interval_never_piles_up_occurrences(define):
+    second = timedelta(seconds=1)
+    jt = define("sched.slow", every=second)
+    most = _simulate(jt, T0, T0 + timedelta(seconds=12), body=3 * second)
+    assert most == 1  # never a second row while one is scheduled or running
+    # Each run starts at the occurrence due when the previous one ends.
+    assert occurrences(jt.name) == [T0 + n * second for n in (1, 4, 7, 10)]
+
+
+def test_overlap_n_lets_at_most_n_occurrences_be_pending_or_running(define):
+    second = timedelta(seconds=1)
+    jt = define("sched.slow-3", every=second, overlap=3)
+    most = _simulate(jt, T0, T0 + timedelta(seconds=12), body=3 * second)
+    assert most == 3
+    assert Job.objects.for_name(jt.name).pending().count() <= 3
+
+
+def test_a_quick_recurring_job_still_runs_every_occurrence(define):
+    jt = define("sched.quick", every=timedelta(seconds=1))
+    end = T0 + timedelta(seconds=6)
+    _simulate(jt, T0, end, body=timedelta(milliseconds=200))
+    ran = occurrences(jt.name, JobStatus.SUCCEEDED) + occurrences(jt.name, JobStatus.RUNNING)
+    assert sorted(ran) == [T0 + timedelta(seconds=n) for n in range(1, 7)]
+
+
+def test_overlap_counts_occurrences_only_not_runs_enqueued_by_hand(define):
+    jt = define("sched.by-hand")
+    jt.enqueue()  # a run started by hand, besides the schedule
+    Scheduler().tick(T0)
+    assert rows(jt.name).filter(occurrence=minute(1), status=JobStatus.SCHEDULED).exists()
+    assert rows(jt.name).count() == 2
 
 
 # -- disabled, paused, removed --------------------------------------------------------------------
@@ -306,7 +381,7 @@ def _burst(**options) -> Worker:
 
 
 def test_a_paused_queue_keeps_its_recurring_jobs_scheduled_until_resumed(define):
-    jt = define("sched.in-q", queue="q")
+    jt = define("sched.in-q", queue="q", overlap=2)
     other = define("sched.in-default")
     past = timezone.now() - timedelta(minutes=3)
     Scheduler().tick(past)  # the first occurrences (within the last three minutes) are due
@@ -326,7 +401,7 @@ def test_a_paused_queue_keeps_its_recurring_jobs_scheduled_until_resumed(define)
 
 
 def test_locked_recurring_job_waits_while_the_previous_run_holds_the_lock(define):
-    jt = define("sched.locked")
+    jt = define("sched.locked", overlap=2)  # the next one may wait while one runs
     assert jt.uses_lock  # recurring jobs are locked by default
     now = timezone.now()
     base = now.replace(second=0, microsecond=0) - timedelta(minutes=5)

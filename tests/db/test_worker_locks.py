@@ -12,6 +12,7 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from django_jobs import registry, signals
+from django_jobs.conf import jobs_settings
 from django_jobs.execution import Execution, Outcome, record_outcome
 from django_jobs.models import Job, JobTypeLock
 from django_jobs.worker.claim import claim
@@ -372,6 +373,34 @@ def test_the_compiled_claim_follows_the_clock_it_is_given():
     claimed = claim("w", 1, now=later + timedelta(seconds=1))
     assert [job.pk for job in claimed] == [row.pk]
     assert Job.objects.get(pk=row.pk).status == "running"
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's claim begins IMMEDIATE")
+def test_on_sqlite_every_claim_begins_immediate_even_the_first_after_a_reconnect(monkeypatch):
+    db = connections[jobs_settings.DATABASE]
+    # A project without transaction_mode in OPTIONS: Django reads OPTIONS at every connect.
+    options = {k: v for k, v in db.settings_dict["OPTIONS"].items() if k != "transaction_mode"}
+    monkeypatch.setitem(db.settings_dict, "OPTIONS", options)
+    echo = registry.get("jobsapp.echo")
+    echo.enqueue(n=1)
+    begins: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("BEGIN"):
+            begins.append(sql.strip().upper())
+        return execute(sql, params, many, context)
+
+    try:
+        db.close()
+        with db.execute_wrapper(record):
+            assert len(claim("w", 1)) == 1
+            echo.enqueue(n=2)
+            assert len(claim("w", 1)) == 1
+            db.close()
+            assert claim("w", 1) == []
+    finally:
+        db.close()  # the next connection reads the suite's own OPTIONS again
+    assert begins == ["BEGIN IMMEDIATE"] * 3
 
 
 def test_each_set_of_claim_filters_gets_its_own_compiled_query():

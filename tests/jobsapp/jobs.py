@@ -148,6 +148,16 @@ def unique_replace(ctx: JobContext, n: int = 0) -> int:
     return n
 
 
+@job(unique="skip", max_attempts=3, retry_delay=timedelta(minutes=10))
+def unique_skip_retried(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
+@job(unique="replace", max_attempts=3, retry_delay=timedelta(minutes=10))
+def unique_replace_retried(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
 @job(timeout=timedelta(seconds=2), max_attempts=2, retry_delay=0, on_stale=_on_stale)
 def sleeper(ctx: JobContext, seconds: float = 5.0, token: str = "") -> str:
     """Sleeps (checking nothing) then records ``token``; used to kill workers mid-job."""
@@ -252,7 +262,9 @@ def phased_observed(ctx: JobContext) -> list:
 # -- added for tests/concurrency/test_scheduler_processes.py -------------------------------------
 
 
-@job(every=timedelta(seconds=1), catch_up="all")
+# overlap: the next occurrences are created ahead of time even while one waits for a worker, so
+# the test sees every occurrence of its window created by racing schedulers.
+@job(every=timedelta(seconds=1), catch_up="all", overlap=5)
 def scheduling_tick(ctx: JobContext) -> str:
     """Recurring every second; records its occurrence in a table where it is UNIQUE.
 

@@ -1,4 +1,5 @@
-"""System checks: ``DJANGO_JOBS`` validation (E001-E004) and job type checks (E005, E006).
+"""System checks: ``DJANGO_JOBS`` validation (E001-E004), job type checks (E005, E006) and the
+advice for SQLite (W001).
 
 The ids are those documented at the top of ``django_jobs/checks.py``.
 """
@@ -9,10 +10,11 @@ from datetime import timedelta
 
 import pytest
 from django.core import checks as django_checks
+from django.db import connections
 from django.test import override_settings
 
 from django_jobs import jobtypes
-from django_jobs.checks import check_job_types, check_settings
+from django_jobs.checks import check_database, check_job_types, check_settings
 from django_jobs.jobtypes import Registry, build_job_type
 
 
@@ -37,6 +39,7 @@ def _fn(ctx):
 def test_the_suite_settings_pass_every_check():
     assert check_settings() == []
     assert check_job_types() == []
+    assert check_database() == []
 
 
 def test_checks_are_registered_with_django():
@@ -125,6 +128,88 @@ def test_every_problem_is_reported_at_once():
     assert sorted(ids(check_settings())) == [
         "django_jobs.E002", "django_jobs.E003", "django_jobs.E004",
     ]
+
+
+# -- the jobs database --------------------------------------------------------------------------
+
+on_sqlite = pytest.mark.skipif(
+    connections["default"].vendor != "sqlite", reason="the advice is for SQLite"
+)
+SQLITE_ADVICE = {
+    "timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"
+}
+
+
+def options_of_the_jobs_database(monkeypatch, options: dict) -> None:
+    # The suite's jobs database is "default" (DJANGO_JOBS has no DATABASE).
+    monkeypatch.setitem(connections["default"].settings_dict, "OPTIONS", options)
+
+
+@on_sqlite
+def test_sqlite_without_any_of_the_advised_options_is_w001_naming_each(monkeypatch):
+    options_of_the_jobs_database(monkeypatch, {})
+    warnings = check_database()
+    assert ids(warnings) == ["django_jobs.W001"]
+    assert warnings[0].level == django_checks.WARNING
+    assert "'default'" in warnings[0].msg
+    for advice in ("timeout", "transaction_mode", "journal_mode=WAL"):
+        assert advice in warnings[0].msg
+    assert "installation" in warnings[0].hint
+
+
+@on_sqlite
+@pytest.mark.parametrize(
+    ("changed", "named", "not_named"),
+    [
+        ({"timeout": None}, "timeout", "transaction_mode"),
+        ({"transaction_mode": "DEFERRED"}, "transaction_mode", "timeout"),
+        ({"transaction_mode": None}, "transaction_mode", "journal_mode"),
+        ({"init_command": "PRAGMA foreign_keys=ON;"}, "journal_mode=WAL", "transaction_mode"),
+        ({"init_command": None}, "journal_mode=WAL", "timeout"),
+    ],
+)
+def test_sqlite_missing_one_advised_option_is_w001_naming_only_that_one(
+    monkeypatch, changed, named, not_named
+):
+    options = {**SQLITE_ADVICE, **changed}
+    options_of_the_jobs_database(monkeypatch, {k: v for k, v in options.items() if v is not None})
+    warnings = check_database()
+    assert ids(warnings) == ["django_jobs.W001"]
+    assert named in warnings[0].msg
+    assert not_named not in warnings[0].msg
+
+
+@on_sqlite
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"timeout": 5, "transaction_mode": "immediate",
+         "init_command": "PRAGMA synchronous=NORMAL; pragma JOURNAL_MODE = 'wal'"},
+        SQLITE_ADVICE,
+    ],
+)
+def test_sqlite_with_the_advised_options_in_any_spelling_passes(monkeypatch, options):
+    options_of_the_jobs_database(monkeypatch, options)
+    assert check_database() == []
+
+
+def test_the_database_check_runs_without_database_access(monkeypatch):
+    # pytest-django refuses any connection in a test without the django_db mark.
+    options_of_the_jobs_database(monkeypatch, {})
+    connections["default"].close()
+    check_database()
+    assert connections["default"].connection is None
+
+
+@pytest.mark.skipif(connections["default"].vendor == "sqlite", reason="the advice is for SQLite")
+def test_other_engines_get_no_sqlite_advice(monkeypatch):
+    options_of_the_jobs_database(monkeypatch, {})
+    assert check_database() == []
+
+
+@override_settings(DJANGO_JOBS={"DATABASE": "jobz"})
+def test_an_unknown_jobs_alias_is_left_to_e004():
+    assert check_database() == []
 
 
 # -- job types ----------------------------------------------------------------------------------

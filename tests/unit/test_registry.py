@@ -321,6 +321,24 @@ def test_bad_every_is_refused(value):
     assert "every" in message
 
 
+@pytest.mark.parametrize("value", [True, 0, -1, 1.5, "2", None])
+def test_bad_overlap_is_refused(value):
+    message = _misuse({"name": "t.overlap", "every": 60, "overlap": value})
+    assert "overlap must be False or an integer of at least 1" in message
+    assert repr(value) in message
+
+
+def test_overlap_of_a_job_that_is_not_recurring_is_refused():
+    message = _misuse({"name": "t.overlap-once", "overlap": 2})
+    assert "overlap" in message and "recurring" in message
+
+
+@pytest.mark.parametrize(("value", "most"), [(False, 1), (1, 1), (4, 4)])
+def test_overlap_gives_the_most_occurrences_pending_at_once(value, most):
+    job_type = build_job_type(_fn(), {"name": "t.overlap-ok", "every": 60, "overlap": value})
+    assert job_type.max_pending_occurrences == most
+
+
 def test_bad_keep_is_refused():
     message = _misuse({"name": "t.keep", "keep": "forever"})
     assert "keep" in message

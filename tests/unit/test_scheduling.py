@@ -3,6 +3,8 @@ and ``plan()`` (what the scheduler creates at a given moment). Pure: a fixed clo
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -269,3 +271,87 @@ def test_fall_back_every_minute_of_a_fixed_hour_runs_that_hour_once():
     runs = occurrences(schedule, utc(2026, 10, 24, 23, 59), utc(2026, 10, 25, 12))
     assert len(runs) == 60  # 02:00..02:59 CEST, not again in CET
     assert runs[0] == utc(2026, 10, 25, 0, 0) and runs[-1] == utc(2026, 10, 25, 0, 59)
+
+
+# -- plan after a very long downtime --------------------------------------------------------------
+
+SECOND = Schedule(every=timedelta(seconds=1))
+DECADE_AGO = utc(2016, 5, 1, 12, 0, 0)
+LATE_NOW = utc(2026, 5, 1, 12, 0, 30, 500_000)
+
+
+def _timed(call):
+    started = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - started
+
+
+def test_plan_catch_up_latest_after_ten_years_is_the_latest_occurrence_computed_at_once():
+    todo, seconds = _timed(lambda: plan(SECOND, DECADE_AGO, LATE_NOW, "latest"))
+    assert todo.occurrences == (utc(2026, 5, 1, 12, 0, 30), utc(2026, 5, 1, 12, 0, 31))
+    assert todo.supersede_before == utc(2026, 5, 1, 12, 0, 30)
+    assert seconds < 1
+
+
+def test_plan_catch_up_all_after_ten_years_keeps_the_most_recent_missed_ones():
+    todo, seconds = _timed(lambda: plan(SECOND, DECADE_AGO, LATE_NOW, "all"))
+    latest = utc(2026, 5, 1, 12, 0, 30)
+    expected = [latest - timedelta(seconds=n) for n in range(MAX_CATCH_UP - 1, -1, -1)]
+    assert list(todo.occurrences) == [*expected, latest + timedelta(seconds=1)]
+    assert seconds < 1
+
+
+def test_plan_catch_up_skip_after_ten_years_creates_the_next_at_once():
+    todo, seconds = _timed(lambda: plan(SECOND, DECADE_AGO, LATE_NOW, "skip"))
+    assert todo.occurrences == (utc(2026, 5, 1, 12, 0, 31),)
+    assert seconds < 1
+
+
+def test_plan_catch_up_latest_of_a_cron_after_ten_years_is_its_latest_occurrence():
+    schedule = Schedule(cron="*/5 * * * *", timezone="Europe/Paris")
+    todo, seconds = _timed(lambda: plan(schedule, DECADE_AGO, LATE_NOW, "latest"))
+    assert todo.occurrences == (utc(2026, 5, 1, 12, 0), utc(2026, 5, 1, 12, 5))
+    assert seconds < 1
+
+
+def test_plan_catch_up_latest_of_a_fixed_hour_cron_across_a_fall_back_matches_next_after():
+    # 02:30 Paris happens twice on 25 October 2026; the job runs at the first one only.
+    schedule = Schedule(cron="30 2 * * *", timezone="Europe/Paris")
+    now = utc(2026, 10, 25, 1, 45)  # after the second 02:30 (01:30 UTC)
+    todo = plan(schedule, utc(2016, 1, 1), now, "latest")
+    assert todo.occurrences == (utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30))
+
+
+def test_plan_of_a_next_run_callable_past_the_walk_bound_plans_from_now_and_says_so(caplog):
+    schedule = Schedule(next_run=lambda last: last + timedelta(seconds=1))
+    with caplog.at_level(logging.WARNING, logger="django_jobs"):
+        todo = plan(schedule, DECADE_AGO, LATE_NOW, "latest")
+    # The walk gives up long before today: nothing stale is created, only the next occurrence.
+    assert todo.occurrences == (LATE_NOW + timedelta(seconds=1),)
+    assert todo.supersede_before == LATE_NOW + timedelta(seconds=1)
+    assert "gave up" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        Schedule(cron="30 2 * * *", timezone="Europe/Paris"),
+        Schedule(cron="*/20 * * * *", timezone="Europe/Paris"),
+        Schedule(cron="0 1-3 * * *", timezone="America/New_York"),
+        Schedule(every=timedelta(minutes=7)),
+    ],
+)
+@pytest.mark.parametrize("policy", ["latest", "all"])
+def test_plan_from_the_latest_occurrences_agrees_with_walking_every_one(schedule, policy):
+    """Across the daylight saving changes of 2026, for gaps of a few hours to a few days."""
+    for start in (utc(2026, 3, 7, 22), utc(2026, 3, 28, 22), utc(2026, 10, 24, 22),
+                  utc(2026, 10, 31, 22)):
+        for gap in (timedelta(hours=3), timedelta(hours=30), timedelta(days=3)):
+            last, now = schedule.next_after(start), start + gap
+            walked = occurrences(schedule, last, now)
+            if not walked:
+                continue
+            todo = plan(schedule, last, now, policy)
+            keep = MAX_CATCH_UP if policy == "all" else 1
+            assert list(todo.occurrences[:-1]) == walked[-keep:], (start, gap)
+            assert todo.occurrences[-1] == schedule.next_after(walked[-1])
