@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import JobContext
 from .exceptions import (
+    AmbiguousJobId,
     InvalidJobState,
     JobAlreadyRunning,
     JobCancelled,
@@ -13,7 +14,9 @@ from .exceptions import (
     JobError,
     JobNotFound,
     JobStillRunning,
+    JobTablesMissing,
     JobTimeout,
+    LockKeyError,
     UnknownJob,
 )
 from .jobtypes import JobType, job, registry
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AmbiguousJobId",
     "JobAlreadyRunning",
     "JobCancelled",
     "JobContext",
@@ -31,9 +35,11 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "JobStillRunning",
+    "JobTablesMissing",
     "JobTimeout",
     "JobType",
     "InvalidJobState",
+    "LockKeyError",
     "UnknownJob",
     "enqueue",
     "job",
@@ -41,8 +47,8 @@ __all__ = [
 ]
 
 
-def enqueue(name: str, /, **data: Any) -> Job:
+def enqueue(name: str, /, *args: Any, **data: Any) -> Job:
     """Enqueue the registered job ``name`` with ``data``; options as for ``fn.enqueue()``."""
     from .enqueuing import enqueue as _enqueue
 
-    return _enqueue(name, **data)
+    return _enqueue(name, *args, **data)

@@ -16,6 +16,7 @@ from .context import JobContext
 from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout
 from .execution import Execution, Outcome, lease_margin, worker_id
 from .models import Job, JobStatus
+from .retry import next_step
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
@@ -53,7 +54,8 @@ def execute(execution: Execution) -> Outcome:
         except Exception:
             logger.warning("[%s] could not write the last progress", job.name, exc_info=True)
         if outcome.status == JobStatus.FAILED:
-            logger.error("[%s] failed: %s", job.name, outcome.error.splitlines()[0][:500])
+            logger.error("[%s] failed, %s: %s", job.name, next_step(job, job_type, outcome.retry),
+                         (outcome.error.splitlines() or [""])[0][:500])
         execution.finish(outcome)
         execution.release_lingering_lock()
     return outcome

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -10,6 +11,8 @@ from django.db.models import Exists, Max, Min, OuterRef, Q
 
 from .. import clock
 from ..conf import jobs_settings
+from ..exceptions import AmbiguousJobId, JobNotFound
+from ..ids import SHORT_ID_MIN, id_prefix_range
 
 
 def _now(now: datetime | None) -> datetime:
@@ -36,6 +39,52 @@ class JobQuerySet(models.QuerySet):
 
     def for_name(self, name: str) -> JobQuerySet:
         return self.filter(name=name)
+
+    def with_id_prefix(self, prefix: str) -> JobQuerySet:
+        """Rows whose id starts with ``prefix`` (the 8 characters the admin and CLI show)."""
+        bounds = id_prefix_range(prefix)
+        if bounds is None:
+            return self.none()
+        return self.filter(pk__range=bounds)
+
+    def get_by_id(self, job_id: object) -> models.Model:
+        """The job with this id, or a unique prefix of it (at least 4 hex characters).
+
+        Raises ``JobNotFound`` (no such job, not an id), ``AmbiguousJobId`` (the prefix names
+        several jobs) or ``ValueError`` (a prefix too short to mean anything).
+        """
+        if isinstance(job_id, uuid.UUID):
+            full = job_id
+        else:
+            text = str(job_id).strip()
+            try:
+                full = uuid.UUID(text)
+            except ValueError:
+                full = None
+        if full is not None:
+            job = self.filter(pk=full).first()
+            if job is None:
+                raise JobNotFound(f"no job with id {full}")
+            return job
+        if id_prefix_range(text) is None:
+            raise JobNotFound(
+                f"{text!r} is not a job id: give the UUID or its first {SHORT_ID_MIN} or more "
+                "hex characters"
+            )
+        if len(text.replace("-", "")) < SHORT_ID_MIN:
+            raise ValueError(
+                f"job id {text!r} is too short: give at least {SHORT_ID_MIN} hex characters "
+                "(the admin and the jobs command show 8)"
+            )
+        found = list(self.with_id_prefix(text)[:2])
+        if not found:
+            raise JobNotFound(f"no job id starts with {text!r}")
+        if len(found) > 1:
+            count = self.with_id_prefix(text).count()
+            raise AmbiguousJobId(
+                f"job id {text!r} is ambiguous: {count} jobs start with it; give more characters"
+            )
+        return found[0]
 
     def in_queues(self, queues: Iterable[str] | None) -> JobQuerySet:
         queues = list(queues or ())
@@ -68,6 +117,10 @@ class JobQuerySet(models.QuerySet):
         if exclude_queues:
             qs = qs.exclude(queue__in=exclude_queues)
         return qs
+
+    def started_since(self, since: datetime) -> JobQuerySet:
+        """Rows a worker started (claimed) at or after ``since``."""
+        return self.filter(started_at__gte=since)
 
     def stale(self, now: datetime | None = None) -> JobQuerySet:
         """Running rows whose lease ran out: their worker stopped sending heartbeats."""
