@@ -6,13 +6,18 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+from django.apps import apps
 from django.db import models
 from django.db.models import Exists, Max, Min, OuterRef, Q
+from django.db.models.functions import Left
 
 from .. import clock
 from ..conf import jobs_settings
 from ..exceptions import AmbiguousJobId, JobNotFound
 from ..ids import SHORT_ID_MIN, id_prefix_range
+
+#: Characters of ``error`` the admin reads for the first line and the exception class.
+ERROR_HEAD_LENGTH = 300
 
 
 def _now(now: datetime | None) -> datetime:
@@ -121,6 +126,51 @@ class JobQuerySet(models.QuerySet):
     def started_since(self, since: datetime) -> JobQuerySet:
         """Rows a worker started (claimed) at or after ``since``."""
         return self.filter(started_at__gte=since)
+
+    def with_retry_state(self) -> JobQuerySet:
+        """Annotate ``retry_pending``: a later run made from this one is scheduled or running.
+
+        What tells "failed, will retry" from a final failure; one indexed lookup per row.
+        """
+        pending = self.model.objects.filter(
+            rescheduled_from=OuterRef("pk"), status__in=("scheduled", "running")
+        )
+        return self.annotate(retry_pending=Exists(pending))
+
+    def with_pause_state(self) -> JobQuerySet:
+        """Annotate ``queue_paused`` and ``schedule_paused`` (a paused recurring job)."""
+        # By name from the app registry: those models' module imports this one.
+        paused_queue = apps.get_model("django_jobs", "PausedQueue")
+        schedule = apps.get_model("django_jobs", "JobSchedule")
+        return self.annotate(
+            queue_paused=Exists(paused_queue.objects.filter(queue=OuterRef("queue"))),
+            schedule_paused=Exists(schedule.objects.filter(name=OuterRef("name"), paused=True)),
+        )
+
+    def with_error_head(self, length: int = ERROR_HEAD_LENGTH) -> JobQuerySet:
+        """Annotate ``error_head``: the start of ``error``, without reading whole tracebacks."""
+        return self.annotate(error_head=Left("error", length))
+
+    def failed_since(self, since: datetime) -> JobQuerySet:
+        """Failed rows that ended at or after ``since``, newest first."""
+        return self.filter(status="failed", finished_at__gte=since).order_by("-finished_at")
+
+    def runs_after(self, job_id, depth: int = 20) -> list[models.Model]:
+        """The runs rescheduled from ``job_id``, from theirs, and so on: ``depth`` hops at most,
+        one query per hop (a chain is a handful of retries)."""
+        found: list[models.Model] = []
+        frontier, seen = [job_id], {job_id}
+        for _ in range(depth):
+            later = [job for job in self.filter(rescheduled_from__in=frontier)
+                     .only("id", "name", "status", "attempt", "created_at",
+                           "cancel_requested_at", "rescheduled_from_id")
+                     .order_by("created_at") if job.pk not in seen]
+            if not later:
+                break
+            found.extend(later)
+            frontier = [job.pk for job in later]
+            seen.update(frontier)
+        return found
 
     def stale(self, now: datetime | None = None) -> JobQuerySet:
         """Running rows whose lease ran out: their worker stopped sending heartbeats."""
