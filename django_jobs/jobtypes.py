@@ -187,11 +187,8 @@ class JobType:
         return check
 
     def _payload_problem(self, data: Mapping[str, Any]) -> str | None:
+        # An unknown name first: it is usually the misspelling of the missing one.
         accepted, required = self._payload_keys
-        missing = sorted(required - set(data))
-        if missing:
-            return (f"job {self.name!r} needs the argument{'s' if len(missing) > 1 else ''} "
-                    f"{', '.join(map(repr, missing))}; it was not given")
         if accepted is not None:
             unknown = sorted(set(data) - accepted)
             if unknown:
@@ -201,6 +198,10 @@ class JobType:
                 plural = "s" if len(unknown) > 1 else ""
                 return (f"job {self.name!r} got the unknown argument{plural} "
                         f"{', '.join(map(repr, unknown))}{hint}; it takes: {takes}")
+        missing = sorted(required - set(data))
+        if missing:
+            return (f"job {self.name!r} needs the argument{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(map(repr, missing))}; it was not given")
         return None
 
     # -- calling -----------------------------------------------------------------------------
