@@ -30,3 +30,15 @@ def id_prefix_range(prefix: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     if not digits or len(digits) > 32 or not _HEX.issuperset(digits):
         return None
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
+def dashed_prefix(prefix: str) -> str:
+    """``abcd12345`` -> ``abcd1234-5``: the prefix as it reads in a UUID's usual text form."""
+    digits = prefix.strip().replace("-", "").lower()
+    parts, start = [], 0
+    for size in (8, 4, 4, 4, 12):
+        if start >= len(digits):
+            break
+        parts.append(digits[start:start + size])
+        start += size
+    return "-".join(parts)

@@ -30,9 +30,10 @@ from django.views.decorators.http import require_POST
 
 from .. import clock
 from ..exceptions import InvalidJobState, JobNotFound, UnknownJob
-from ..ids import SHORT_ID_MIN, id_prefix_range, short_id
+from ..ids import SHORT_ID_MIN, short_id
 from ..jobtypes import registry
 from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue
+from ..models.querysets import id_prefix_q
 from . import display
 from .audit import log_jobs, log_other
 from .dashboard import DashboardMixin
@@ -115,10 +116,10 @@ class JobChangeList(ChangeList):
 
 
 class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
-    # Eight columns that wrap: the list fits a 1280 px screen beside the admin's sidebars.
+    # Seven columns that wrap: the list fits a 1280 px screen beside the admin's sidebars.
     list_display = (
-        "job", "status_badge", "progress_cell", "times", "queue_display", "attempt_display",
-        "worker_display", "run_at_display",
+        "job", "status_cell", "progress_cell", "times", "queue_display", "worker_display",
+        "run_at_display",
     )
     list_display_links = ("job",)
     list_filter = ("status", NameFilter, QueueFilter, ("created_at", admin.DateFieldListFilter))
@@ -194,9 +195,9 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
             match |= Q(pk=job_id)
         elif len(term.replace("-", "")) >= SHORT_ID_MIN:
             # The 8 characters the list shows find their job (a range on the primary key).
-            bounds = id_prefix_range(term)
-            if bounds is not None:
-                match |= Q(pk__range=bounds)
+            prefix = id_prefix_q(term, queryset.db)
+            if prefix is not None:
+                match |= prefix
         return queryset.filter(match), False
 
     # -- columns -----------------------------------------------------------------------------
@@ -210,8 +211,16 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
                 _("this recurring job is paused: no new runs are created"), _("paused"),
             )
         return format_html(
-            '{} <span class="dj-id">{}</span>{}', display.visible(obj.name), short_id(obj.pk),
-            paused,
+            '<span class="dj-name">{}</span> <span class="dj-id">{}</span>{}',
+            display.visible(obj.name), short_id(obj.pk), paused,
+        )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_cell(self, obj: Job) -> str:
+        """The badge, "will retry" or "final" for a failure, and the attempt."""
+        return format_html(
+            '{}<span class="dj-note">{} {}</span>', display.status_badge(obj), _("attempt"),
+            self.attempt_display(obj),
         )
 
     @admin.display(description=_("queue"), ordering="queue")

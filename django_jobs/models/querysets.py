@@ -7,14 +7,14 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from django.apps import apps
-from django.db import models
+from django.db import connections, models
 from django.db.models import Exists, Max, Min, OuterRef, Q
 from django.db.models.functions import Left
 
 from .. import clock
 from ..conf import jobs_settings
 from ..exceptions import AmbiguousJobId, JobNotFound
-from ..ids import SHORT_ID_MIN, id_prefix_range
+from ..ids import SHORT_ID_MIN, dashed_prefix, id_prefix_range
 
 #: Characters of ``error`` the admin reads for the first line and the exception class.
 ERROR_HEAD_LENGTH = 300
@@ -22,6 +22,23 @@ ERROR_HEAD_LENGTH = 300
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else clock.now()
+
+
+def id_prefix_q(prefix: str, using: str) -> Q | None:
+    """The condition "the id starts with ``prefix``", or ``None`` if it is not hex.
+
+    A range on the primary key where the engine orders UUIDs as their text reads (``uuid`` on
+    PostgreSQL, ``char(32)`` elsewhere): it uses the primary key's index. MariaDB's own
+    ``uuid`` type (10.7+) orders version 1-5 UUIDs by swapped groups, so there the text of
+    the id is matched instead.
+    """
+    bounds = id_prefix_range(prefix)
+    if bounds is None:
+        return None
+    connection = connections[using]
+    if connection.vendor == "mysql" and connection.features.has_native_uuid_field:
+        return Q(pk__startswith=dashed_prefix(prefix))
+    return Q(pk__range=bounds)
 
 
 class JobQuerySet(models.QuerySet):
@@ -47,10 +64,8 @@ class JobQuerySet(models.QuerySet):
 
     def with_id_prefix(self, prefix: str) -> JobQuerySet:
         """Rows whose id starts with ``prefix`` (the 8 characters the admin and CLI show)."""
-        bounds = id_prefix_range(prefix)
-        if bounds is None:
-            return self.none()
-        return self.filter(pk__range=bounds)
+        match = id_prefix_q(prefix, self.db)
+        return self.none() if match is None else self.filter(match)
 
     def get_by_id(self, job_id: object) -> models.Model:
         """The job with this id, or a unique prefix of it (at least 4 hex characters).
