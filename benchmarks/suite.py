@@ -46,7 +46,7 @@ SYSTEMS = {
                       ["procrastinate[django]", "Django>=6.0,<6.2", "psycopg[binary]"],
                       ("postgres",)),
 }
-VERSION_OF = {OURS: "django-jobs", "django-tasks-db": "django-tasks-db",
+VERSION_OF = {OURS: "django-rowjobs", "django-tasks-db": "django-tasks-db",
               "procrastinate": "procrastinate"}
 
 # Drain configurations tried per system, as (processes, threads per process). 1x1 comes first

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import JobContext
 from .exceptions import (
+    AmbiguousJobId,
     InvalidJobState,
     JobAlreadyRunning,
     JobCancelled,
@@ -13,7 +14,9 @@ from .exceptions import (
     JobError,
     JobNotFound,
     JobStillRunning,
+    JobTablesMissing,
     JobTimeout,
+    LockKeyError,
     UnknownJob,
 )
 from .jobtypes import JobType, job, registry
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "__version__",
+    "AmbiguousJobId",
     "JobAlreadyRunning",
     "JobCancelled",
     "JobContext",
@@ -32,9 +36,11 @@ __all__ = [
     "JobError",
     "JobNotFound",
     "JobStillRunning",
+    "JobTablesMissing",
     "JobTimeout",
     "JobType",
     "InvalidJobState",
+    "LockKeyError",
     "UnknownJob",
     "enqueue",
     "job",
@@ -42,8 +48,8 @@ __all__ = [
 ]
 
 
-def enqueue(name: str, /, **data: Any) -> Job:
+def enqueue(name: str, /, *args: Any, **data: Any) -> Job:
     """Enqueue the registered job ``name`` with ``data``; options as for ``fn.enqueue()``."""
     from .enqueuing import enqueue as _enqueue
 
-    return _enqueue(name, **data)
+    return _enqueue(name, *args, **data)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import clock
-from .exceptions import InvalidJobState, JobAlreadyRunning, JobNotFound, JobStillRunning
+from .exceptions import InvalidJobState, JobAlreadyRunning, JobStillRunning
+from .ids import id_prefix_range
 from .types import (
     Ensured,
     Inspection,
@@ -122,6 +124,16 @@ class ControlAPI:
         self.get(name)
         return Job.objects.latest_for(name)
 
+    def queue_served_since(self, queue: str, since: datetime) -> bool:
+        """Whether any worker started a job of ``queue`` at or after ``since``.
+
+        A hint that a worker serves the queue, not a proof: it is only as recent as the last
+        job started there.
+        """
+        from .models import Job
+
+        return Job.objects.in_queues([queue]).started_since(since).exists()
+
     def locks(self) -> builtins.list[LockInfo]:
         """Every held ``JobTypeLock``, with its holder job and whether it has expired."""
         from .models import Job, JobTypeLock
@@ -193,13 +205,13 @@ class ControlAPI:
 
     # -- starting -------------------------------------------------------------------------
 
-    def run(self, name: str, /, **data: Any) -> Any:
+    def run(self, name: str, /, *args: Any, **data: Any) -> Any:
         """Run the job ``name`` now in this process and return its result."""
-        return self.get(name).run(**data)
+        return self.get(name).run(*args, **data)
 
-    def enqueue(self, name: str, /, **data: Any) -> Job:
+    def enqueue(self, name: str, /, *args: Any, **data: Any) -> Job:
         """Enqueue the job ``name``; same options as ``fn.enqueue()``."""
-        return self.get(name).enqueue(**data)
+        return self.get(name).enqueue(*args, **data)
 
     def ensure(self, name: str, /, **data: Any) -> Ensured:
         """Enqueue ``name`` unless a job of that name is already scheduled or running.
@@ -362,28 +374,21 @@ class ControlAPI:
     # -- helpers --------------------------------------------------------------------------
 
     def _job(self, job_id: Any) -> Job:
+        """One job by its id or a unique prefix of it (the 8 characters people are shown)."""
         from .models import Job
 
-        pk = _as_uuid(job_id)
-        if pk is None:
-            raise JobNotFound(f"{job_id!r} is not a job id (a UUID)")
-        job = Job.objects.filter(pk=pk).first()
-        if job is None:
-            raise JobNotFound(f"no job with id {pk}")
-        return job
+        return Job.objects.get_by_id(job_id)
 
     def _targets(self, job_id_or_name: Any):
-        """The rows a cancel or stop acts on: one job by id, or every job of a name."""
+        """The rows a cancel or stop acts on: one job by id (or short id), or every job of a
+        name. A registered name wins over a short id spelled the same."""
         from .models import Job
 
-        job_id = _as_uuid(job_id_or_name)
-        if job_id is not None:
-            qs = Job.objects.filter(pk=job_id)
-            if not qs.exists():
-                raise JobNotFound(f"no job with id {job_id}")
-            return qs
-        self.get(job_id_or_name)
-        return Job.objects.for_name(job_id_or_name)
+        if isinstance(job_id_or_name, str) and job_id_or_name in self.names():
+            return Job.objects.for_name(job_id_or_name)
+        if _as_uuid(job_id_or_name) is None and id_prefix_range(str(job_id_or_name)) is None:
+            self.get(job_id_or_name)  # neither a name nor an id: UnknownJob, with suggestions
+        return Job.objects.filter(pk=Job.objects.get_by_id(job_id_or_name).pk)
 
     def _record_elsewhere(self, job_id: Any, outcome) -> JobStatusInfo:
         from . import signals

@@ -13,16 +13,23 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import OperationalError, ProgrammingError, transaction
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from . import clock, payload
 from .conf import jobs_settings
-from .jobtypes import QUEUE_MAX_LENGTH, check_priority, registry
+from .jobtypes import (
+    ENQUEUE_OPTIONS,
+    QUEUE_MAX_LENGTH,
+    check_priority,
+    positional_error,
+    registry,
+)
 from .models import Job, unique_slot
 from .models.inserting import insert_new_jobs
+from .models.tables import raise_if_missing_table
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
@@ -32,24 +39,28 @@ MAX_DELAY = timedelta(days=3650)
 #: The latest ``run_at=``: far enough for any plan, short of what databases can store.
 LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 
-#: Keyword arguments of ``enqueue()`` that are options, not payload.
-ENQUEUE_OPTIONS = frozenset(
-    {"run_at", "delay", "priority", "queue", "unique_key", "created_by", "meta"}
-)
+__all__ = ["ENQUEUE_OPTIONS", "build_row", "enqueue", "enqueue_job", "enqueue_many"]
 
 
-def enqueue(name: str, /, **data: Any) -> Job:
+def enqueue(name: str, /, *args: Any, **data: Any) -> Job:
     """Enqueue the registered job ``name``; same options as ``fn.enqueue()``."""
+    if args:
+        raise positional_error(name, "enqueue", args)
     return enqueue_job(registry.get(name), data)
 
 
 def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
     options = {key: kwargs.pop(key) for key in list(kwargs) if key in ENQUEUE_OPTIONS}
+    job_type.check_payload(kwargs)
     row, text = RowOptions(job_type, **options).row_and_json(kwargs)
-    if row.unique_key is None:
-        insert_new_jobs([row], jobs_settings.DATABASE, data_json=[text])
-    else:
-        row = _save_unique(job_type, row)
+    try:
+        if row.unique_key is None:
+            insert_new_jobs([row], jobs_settings.DATABASE, data_json=[text])
+        else:
+            row = _save_unique(job_type, row)
+    except (OperationalError, ProgrammingError) as exc:
+        raise_if_missing_table(exc)
+        raise
     return _maybe_eager([row])[0]
 
 
@@ -61,24 +72,35 @@ def enqueue_many(
     if unknown:
         raise TypeError(f"enqueue_many() got unknown options: {', '.join(sorted(unknown))}")
     shared = RowOptions(job_type, now=clock.now(), **options)
+    check = job_type.payload_checker()
     rows, texts = [], []
     for index, data in enumerate(payloads):
         if not isinstance(data, Mapping):
             raise TypeError(
                 f"enqueue_many() item {index} is {type(data).__name__}; each must be a dict"
             )
+        try:
+            check(data)
+        except TypeError as exc:
+            raise TypeError(f"enqueue_many() payload[{index}]: {exc}") from None
         row, text = shared.row_and_json(dict(data), what=f"payload[{index}]")
         rows.append(row)
         texts.append(text)
     if not rows:
         return []
     db = jobs_settings.DATABASE
-    if shared.unique_key is not None:
-        # Uniqueness is decided row by row against what is already pending.
-        with transaction.atomic(using=db):
-            return _maybe_eager([_save_unique(job_type, row) for row in rows])
-    insert_new_jobs(rows, db, data_json=texts)
-    return _maybe_eager(rows)
+    try:
+        if shared.unique_key is not None:
+            # Uniqueness is decided row by row against what is already pending.
+            with transaction.atomic(using=db):
+                saved = [_save_unique(job_type, row) for row in rows]
+        else:
+            insert_new_jobs(rows, db, data_json=texts)
+            saved = rows
+    except (OperationalError, ProgrammingError) as exc:
+        raise_if_missing_table(exc)
+        raise
+    return _maybe_eager(saved)
 
 
 def _maybe_eager(rows: list[Job]) -> list[Job]:
@@ -93,6 +115,7 @@ def _maybe_eager(rows: list[Job]) -> list[Job]:
 
 def build_row(job_type: JobType, data: dict[str, Any], **options: Any) -> Job:
     """An unsaved ``Job`` for one call, or a clear error naming the bad argument."""
+    job_type.check_payload(data)
     return RowOptions(job_type, **options).row_and_json(data)[0]
 
 

@@ -41,3 +41,15 @@ class JobNotFound(JobError, LookupError):
 
 class InvalidJobState(JobError, ValueError):
     """The job is not in a state that allows this (e.g. retrying a running job)."""
+
+
+class AmbiguousJobId(JobError, LookupError):
+    """A short job id (a prefix of the UUID) matches more than one job."""
+
+
+class JobTablesMissing(JobError):
+    """The django-jobs tables are not in the database: ``manage.py migrate`` has not run."""
+
+
+class LockKeyError(JobError, ValueError):
+    """The ``lock=`` function of a job raised while computing a payload's lock key."""

@@ -304,7 +304,7 @@ def close_broken_connection() -> None:
 
 def send_robust(signal, **kwargs: Any) -> None:
     """Send ``signal``; a receiver that raises is logged, never allowed to stop a run."""
-    for receiver, response in signal.send_robust(sender=Job, **kwargs):
+    for _receiver, response in signal.send_robust(sender=Job, **kwargs):
         if isinstance(response, Exception):
             logger.error("a receiver of %s raised: %r", _signal_name(signal), response,
                          exc_info=response)

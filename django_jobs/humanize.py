@@ -37,6 +37,13 @@ def duration_words(delta: timedelta) -> str:
     return " ".join(f"{count} {unit}" for count, unit in parts if count) or "0 s"
 
 
+def ago_words(delta: timedelta) -> str:
+    """How long ago, for people: ``"just now"``, ``"45 s ago"``, ``"3 min 5 s ago"``."""
+    if delta.total_seconds() < 1:
+        return "just now"
+    return f"{duration_words(delta)} ago"
+
+
 def every_words(delta: timedelta) -> str:
     """``timedelta(minutes=5)`` -> ``"every 5 minutes"``; an hour -> ``"every hour"``."""
     seconds = delta.total_seconds()

@@ -7,6 +7,7 @@ module and the object of that name never shadow one another.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import os
 import re
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from django.core.exceptions import ImproperlyConfigured
 
 from .control import ControlAPI
-from .exceptions import UnknownJob
+from .exceptions import LockKeyError, UnknownJob
 from .schedule import Schedule, ScheduleError, get_zone, validate_cron
 
 if TYPE_CHECKING:
@@ -29,6 +30,11 @@ QUEUE_MAX_LENGTH = 100
 PRIORITY_RANGE = (-32768, 32767)
 CATCH_UP_POLICIES = ("latest", "skip", "all")
 UNIQUE_POLICIES = ("skip", "replace")
+#: Keyword arguments of ``enqueue()`` that are options, not payload: a job function cannot
+#: take a parameter of these names (it could never receive it).
+ENQUEUE_OPTIONS = frozenset(
+    {"run_at", "delay", "priority", "queue", "unique_key", "created_by", "meta"}
+)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -105,7 +111,12 @@ class JobType:
         if not self.uses_lock:
             return None
         if callable(self.lock) and self.lock is not True:
-            key = self.lock(dict(data))
+            try:
+                key = self.lock(dict(data))
+            except Exception as exc:
+                raise LockKeyError(
+                    f"the lock function of job {self.name!r} raised {type(exc).__name__}: {exc}"
+                ) from exc
             if not isinstance(key, str) or not key:
                 raise TypeError(
                     f"the lock function of job {self.name!r} returned {key!r}; it must return a "
@@ -136,16 +147,81 @@ class JobType:
         from_env = self.env_enabled()
         return self.enabled if from_env is None else from_env
 
+    # -- the payload -------------------------------------------------------------------------
+
+    @functools.cached_property
+    def signature(self) -> inspect.Signature | None:
+        """The function's signature, read once; ``None`` if Python cannot tell it."""
+        try:
+            return inspect.signature(self.func)
+        except (TypeError, ValueError):
+            return None
+
+    def check_payload(self, data: Mapping[str, Any]) -> None:
+        """``TypeError`` naming the job and the argument if the function cannot take ``data``.
+
+        Caught at enqueue, where the mistake is made, rather than on a worker three attempts
+        later.
+        """
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(None, **data)
+        except TypeError as exc:
+            raise TypeError(self._payload_problem(data) or f"job {self.name!r}: {exc}") from None
+
+    @functools.cached_property
+    def _payload_keys(self) -> tuple[frozenset[str] | None, frozenset[str]]:
+        """``(accepted, required)`` keyword names; accepted is ``None`` with ``**kwargs``."""
+        if self.signature is None:
+            return None, frozenset()
+        params = list(self.signature.parameters.values())[1:]
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        accepted = None if takes_any else frozenset(p.name for p in named)
+        return accepted, frozenset(p.name for p in named if p.default is p.empty)
+
+    def payload_checker(self) -> Callable[[Mapping[str, Any]], None]:
+        """A cheap check of many payloads (``enqueue_many()``): key sets, no binding."""
+        accepted, required = self._payload_keys
+
+        def check(data: Mapping[str, Any]) -> None:
+            keys = data.keys()
+            if (accepted is not None and not keys <= accepted) or not required <= keys:
+                self.check_payload(data)
+
+        return check
+
+    def _payload_problem(self, data: Mapping[str, Any]) -> str | None:
+        # An unknown name first: it is usually the misspelling of the missing one.
+        accepted, required = self._payload_keys
+        if accepted is not None:
+            unknown = sorted(set(data) - accepted)
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], sorted(accepted), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                takes = ", ".join(sorted(accepted)) or "no arguments"
+                plural = "s" if len(unknown) > 1 else ""
+                return (f"job {self.name!r} got the unknown argument{plural} "
+                        f"{', '.join(map(repr, unknown))}{hint}; it takes: {takes}")
+        missing = sorted(required - set(data))
+        if missing:
+            return (f"job {self.name!r} needs the argument{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(map(repr, missing))}; it was not given")
+        return None
+
     # -- calling -----------------------------------------------------------------------------
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the function directly, bypassing rows and locks (handy in unit tests)."""
         return self.func(*args, **kwargs)
 
-    def enqueue(self, **data: Any) -> Job:
+    def enqueue(self, *args: Any, **data: Any) -> Job:
         """Schedule one run; see ``django_jobs.enqueuing.enqueue`` for the options."""
         from .enqueuing import enqueue_job
 
+        if args:
+            raise positional_error(self.name, "enqueue", args)
         return enqueue_job(self, data)
 
     def enqueue_many(self, payloads: Iterable[Mapping[str, Any]], **options: Any) -> list[Job]:
@@ -154,14 +230,25 @@ class JobType:
 
         return enqueue_many(self, payloads, **options)
 
-    def run(self, **data: Any) -> Any:
+    def run(self, *args: Any, **data: Any) -> Any:
         """Run now in this process, with a row, the lock and the bookkeeping; return the result."""
         from .runner import run_now
 
+        if args:
+            raise positional_error(self.name, "run", args)
         return run_now(self, data)
 
     def __repr__(self) -> str:
         return f"<JobType {self.name}>"
+
+
+def positional_error(name: str, method: str, args: tuple[Any, ...]) -> TypeError:
+    """The payload is stored by name, so positional arguments have nowhere to go."""
+    return TypeError(
+        f"{method}() of job {name!r} got {len(args)} positional argument"
+        f"{'s' if len(args) > 1 else ''} ({', '.join(map(repr, args[:3]))}): use keyword "
+        f"arguments, e.g. {method}(user_id=7), named as the function's parameters"
+    )
 
 
 _OPTION_NAMES = tuple(f.name for f in fields(JobType) if f.name not in ("func", "module"))
@@ -198,6 +285,9 @@ def _validate_options(func: Callable[..., Any], name: Any, options: dict[str, An
         raise ValueError(f"name is longer than {NAME_MAX_LENGTH} characters")
     _check_signature(func)
     values: dict[str, Any] = dict(options, name=name)
+    _check_parameters(func, recurring=any(
+        options.get(key) is not None for key in ("cron", "every", "next_run")
+    ))
 
     schedules = [key for key in ("cron", "every", "next_run") if options.get(key) is not None]
     if len(schedules) > 1:
@@ -285,6 +375,29 @@ def _check_signature(func: Callable[..., Any]) -> None:
         raise TypeError(
             f"{func.__qualname__}() must take the JobContext as its first positional argument"
         )
+
+
+def _check_parameters(func: Callable[..., Any], *, recurring: bool) -> None:
+    """Refuse parameters that no enqueue could ever fill."""
+    try:
+        params = list(inspect.signature(func).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return
+    for param in params:
+        if param.name in ENQUEUE_OPTIONS and param.kind in (
+            param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY
+        ):
+            raise ValueError(
+                f"parameter {param.name!r} is named like an enqueue() option, so it could never "
+                "be given as payload; rename it"
+            )
+        if recurring and param.default is param.empty and param.kind in (
+            param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY
+        ):
+            raise ValueError(
+                f"parameter {param.name!r} has no default, but a recurring job runs with an "
+                "empty payload; give it a default or drop the schedule"
+            )
 
 
 def default_name(func: Callable[..., Any]) -> str:

@@ -59,7 +59,24 @@ def _first_problem(value: Any) -> tuple[list[str], str] | None:
                 found[0].append(f"[{index}]")
                 return found
         return None
-    return [], f"is of type {kind.__name__}, which is not JSON-serialisable"
+    return [], f"is of type {kind.__name__}, which is not JSON-serialisable{_fix(value)}"
+
+
+def _fix(value: Any) -> str:
+    """How to pass ``value`` instead: the conversions a job can undo on the other side."""
+    if hasattr(value, "isoformat"):  # datetime, date, time
+        return "; pass value.isoformat() and parse it in the job"
+    if hasattr(value, "_meta") and hasattr(value, "pk"):  # a model instance
+        return "; pass its .pk and fetch the row in the job"
+    if type(value).__name__ in ("UUID", "Decimal"):
+        return "; pass str(value)"
+    if isinstance(value, (set, frozenset)):
+        return "; pass a list"
+    if isinstance(value, (bytes, bytearray)):
+        return "; pass text (decode it, or base64 for binary data)"
+    if hasattr(value, "total_seconds"):  # timedelta
+        return "; pass value.total_seconds()"
+    return ""
 
 
 def dumps(value: Any, *, what: str, limit: int | None = None) -> str:

@@ -15,7 +15,6 @@ from django.db import OperationalError, connections, transaction
 from . import clock, locks, payload, signals
 from .conf import jobs_settings
 from .context import JobContext
-from .version import __version__
 from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout
 from .execution import (
     Execution,
@@ -25,8 +24,10 @@ from .execution import (
     send_robust,
     worker_id,
 )
-from .models import Job, JobStatus, JobTypeLock, Worker
+from .models import JobStatus, JobTypeLock, Worker
 from .monitor import Monitor
+from .retry import next_step
+from .version import __version__
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
@@ -111,7 +112,8 @@ def _log_outcome(execution: Execution, outcome: Outcome) -> None:
         return
     job = execution.job
     first_line = (outcome.error.splitlines() or [""])[0][:500]
-    logger.error("[%s] %s failed: %s", job.name, job.pk, first_line)
+    logger.error("[%s] failed, %s: %s", job.name,
+                 next_step(job, execution.job_type, outcome.retry), first_line)
 
 
 def _call(job_type: JobType, ctx: JobContext, execution: Execution) -> Outcome:

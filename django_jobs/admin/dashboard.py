@@ -6,7 +6,6 @@ runs, last runs, paused schedules), never one per type.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,9 +22,12 @@ from django.views.decorators.http import require_POST
 
 from .. import clock
 from ..exceptions import JobError
+from ..humanize import ago_words
+from ..ids import short_id
 from ..jobtypes import JobType, registry
-from ..models import Job, JobSchedule
+from ..models import Job, JobSchedule, PausedQueue
 from . import display
+from .audit import log_jobs
 from .format import cron_words, duration_words, every_words
 
 
@@ -55,10 +57,22 @@ class JobTypeRow:
         return self.job_type.uses_lock
 
     @property
+    def recurring(self) -> bool:
+        return self.job_type.is_recurring
+
+    @property
     def last_duration(self) -> str:
+        """``took 3 s``; empty when the last run never started (cancelled while scheduled)."""
         if self.last is None or self.last.started_at is None or self.last.finished_at is None:
-            return display.DASH
+            return ""
         return duration_words(self.last.finished_at - self.last.started_at)
+
+
+@dataclass
+class QueueRow:
+    queue: str
+    names: list[str]
+    paused: bool
 
 
 def schedule_text(job_type: JobType) -> tuple[str, str]:
@@ -77,13 +91,20 @@ def schedule_text(job_type: JobType) -> tuple[str, str]:
 def needs_payload(job_type: JobType) -> bool:
     """Whether the function has required arguments besides the context (run now can't guess)."""
     try:
-        params = list(inspect.signature(job_type.func).parameters.values())[1:]
-    except (TypeError, ValueError):
-        return False
-    return any(
-        p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        for p in params
-    )
+        job_type.check_payload({})
+    except TypeError:
+        return True
+    return False
+
+
+def queue_rows(job_types: list[JobType]) -> list[QueueRow]:
+    """Every queue a registered job uses, and every paused queue: one query."""
+    paused = set(PausedQueue.objects.values_list("queue", flat=True))
+    names: dict[str, list[str]] = {queue: [] for queue in paused}
+    for job_type in job_types:
+        names.setdefault(job_type.queue, []).append(job_type.name)
+    return [QueueRow(queue=queue, names=sorted(names[queue]), paused=queue in paused)
+            for queue in sorted(names)]
 
 
 def dashboard_rows(job_types: list[JobType]) -> list[JobTypeRow]:
@@ -132,15 +153,26 @@ class DashboardMixin:
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        rows = dashboard_rows(list(registry))
+        job_types = list(registry)
+        rows = dashboard_rows(job_types)
         now = clock.now()
         for row in rows:
+            if row.last is not None and row.last.finished_at is not None:
+                row.last_ago = ago_words(now - row.last.finished_at)
+                row.last_finished = display.when(row.last.finished_at)
+            if row.next_run is not None:
+                row.next_run_text = display.when(row.next_run)
+                row.next_run_in = (
+                    "in " + duration_words(row.next_run - now) if row.next_run > now
+                    else _("due now")
+                )
             for run in row.running:
                 run.admin_progress = display.progress_bar(run, now)
                 run.admin_status = display.status_badge(run)
                 run.admin_message = display.message(run)
                 run.admin_eta = display.live_text(run, "eta", display.eta_words(run, now))
                 run.admin_cancel_url = self.admin_url("cancel", run.pk)
+                run.short_id = short_id(run.pk)
         context = {
             **self.admin_site.each_context(request),
             **self.nav_context(request),
@@ -151,6 +183,9 @@ class DashboardMixin:
             "now": now,
             "can_run": self.has_run_permission(request),
             "can_cancel": self.has_cancel_permission(request),
+            "can_pause": self.has_pause_permission(request),
+            "queues": queue_rows(job_types),
+            "pause_url": self.admin_url("pause"),
             "run_url": self.admin_url("dashboard_run"),
             "changelist_url": self.admin_url("changelist"),
             "media": self.media,
@@ -170,32 +205,33 @@ class DashboardMixin:
             return back
         job_type = registry.get(name)
         if not job_type.is_enabled:
-            self.message_user(request, _("%s is disabled; it was not started.") % name,
+            self.message_user(request, _("Not started: %s is disabled.") % name,
                               messages.ERROR)
             return back
         if needs_payload(job_type):
             self.message_user(request, _(
-                "%s needs arguments; enqueue it from code or the jobs command."
+                "Not started: %s needs arguments; enqueue it from code or the jobs command."
             ) % name, messages.ERROR)
             return back
         now = clock.now()
         pending = Job.objects.for_name(name)
         if pending.running().exists():
             self.message_user(request, _(
-                "%s is already running; it was not started a second time."
+                "Not started: %s is already running, and runs only once at a time here."
             ) % name, messages.ERROR)
             return back
         if pending.scheduled().filter(run_at__lte=now).exists():
             self.message_user(request, _(
-                "%s is already due; a worker starts it next."
+                "Not started again: %s is already due; a worker starts it next."
             ) % name, messages.WARNING)
             return back
         try:
             job = registry.enqueue(name, created_by=request.user)
         except (JobError, TypeError, ValueError) as exc:
-            self.message_user(request, _("%(name)s was not started: %(error)s")
+            self.message_user(request, _("Not started: %(name)s: %(error)s")
                               % {"name": name, "error": exc}, messages.ERROR)
             return back
+        log_jobs(request, [job], "Started from the job types dashboard (run now).")
         self.message_user(request, _(
             "Queued %(name)s to run now (job %(id)s); a worker picks it up next."
         ) % {"name": name, "id": str(job.pk)[:8]}, messages.SUCCESS)

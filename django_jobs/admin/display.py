@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
@@ -21,6 +22,7 @@ STATE_FIELDS = (
     "finished_at", "cancel_requested_at", "worker",
 )
 MESSAGE_LENGTH = 80
+ERROR_LINE_LENGTH = 120
 DASH = "\u2014"
 # Control characters (ANSI colour codes, NUL, ...) are shown as escapes, never passed to the page.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -35,6 +37,36 @@ def status_label(job: Job) -> str:
     if job.status == JobStatus.RUNNING and job.cancel_requested_at is not None:
         return "cancelling"
     return str(JobStatus(job.status).label) if job.status in JobStatus.values else job.status
+
+
+def retry_note(job: Job) -> str:
+    """For a failed run: "will retry" while a later attempt is pending, else "final"."""
+    if job.status != JobStatus.FAILED:
+        return ""
+    return "will retry" if getattr(job, "retry_pending", False) else "final"
+
+
+def when(moment: datetime | None) -> str:
+    """A time to the second, in the current time zone: ``2026-05-04 14:03:22``."""
+    if moment is None:
+        return DASH
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def title(job: Job) -> str:
+    """What the job page's heading and the browser tab say: ``name (status) id``."""
+    return f"{visible(job.name)} ({status_label(job)}) {job.pk}"
+
+
+def error_line(text: str | None) -> str:
+    """The first line of an error: the exception and its message."""
+    return visible((text or "").strip().split("\n", 1)[0])
+
+
+def error_kind(text: str | None) -> str:
+    """The exception class of an error's first line (``RuntimeError: card declined``)."""
+    line = error_line(text)
+    return line.split(": ", 1)[0][:80] if ": " in line else line[:80]
 
 
 def percent(job: Job) -> int:
@@ -81,14 +113,31 @@ def state(job: Job, now: datetime | None = None) -> dict[str, Any]:
         "elapsed": elapsed_words(job, now),
         "worker": job.worker or DASH,
         "live": is_live(job, now),
+        "retry": retry_note(job),
+        "title": title(job),
+        "started_at": when(job.started_at),
+        "finished_at": when(job.finished_at),
     }
 
 
 def status_badge(job: Job) -> str:
     label = status_label(job)
     return format_html(
-        '<span class="dj-badge dj-status-{}" data-dj-job="{}" data-dj-field="status">{}</span>',
-        label, job.pk, label,
+        '<span class="dj-badge dj-status-{}" data-dj-job="{}" data-dj-field="status">{}</span>'
+        '<span class="dj-note" data-dj-job="{}" data-dj-field="retry">{}</span>',
+        label, job.pk, label, job.pk, retry_note(job),
+    )
+
+
+def error_summary(job: Job) -> str:
+    """The first line of a failed run's error, for the list (full text in the tooltip)."""
+    head = getattr(job, "error_head", None)
+    if job.status != JobStatus.FAILED or not head:
+        return ""
+    line = error_line(head)
+    return format_html(
+        '<span class="dj-error-line" title="{}">{}</span>',
+        line, Truncator(line).chars(ERROR_LINE_LENGTH),
     )
 
 

@@ -20,6 +20,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -28,11 +29,15 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from .. import clock
-from ..exceptions import InvalidJobState, JobNotFound
+from ..exceptions import InvalidJobState, JobNotFound, UnknownJob
+from ..ids import SHORT_ID_MIN, short_id
 from ..jobtypes import registry
-from ..models import Job, JobStatus, JobTypeLock, PausedQueue
+from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue
+from ..models.querysets import id_prefix_q
 from . import display
+from .audit import log_jobs, log_other
 from .dashboard import DashboardMixin
+from .failures import FailuresMixin
 
 #: Never read on the list: they can be large (payloads, results, tracebacks).
 LARGE_FIELDS = ("data", "result", "error", "meta")
@@ -42,6 +47,9 @@ LIVE_MAX_IDS = 200
 LIVE_INTERVAL_MS = 1000
 #: How far the job page follows ``rescheduled_from`` back in time.
 CHAIN_DEPTH = 20
+#: How often the list asks whether new jobs arrived, and the most it counts.
+NEW_ROWS_INTERVAL_MS = 3000
+NEW_ROWS_MAX = 100
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:
@@ -91,13 +99,27 @@ class QueueFilter(admin.SimpleListFilter):
 
 class JobChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
-        return super().get_queryset(request, exclude_parameters).defer(*LARGE_FIELDS)
+        # The paused and retry states ride along as subqueries, and only the head of the
+        # error is read: the page's query count stays fixed.
+        return (
+            super().get_queryset(request, exclude_parameters).defer(*LARGE_FIELDS)
+            .with_pause_state().with_retry_state().with_error_head()
+        )
+
+    def get_results(self, request):
+        if getattr(request, "dj_count_new_rows", False):
+            # The new-rows poll needs the filtered queryset only, not a page of it.
+            self.result_list, self.result_count, self.full_result_count = [], 0, None
+            self.show_all = self.multi_page = self.can_show_all = False
+            return
+        super().get_results(request)
 
 
-class JobAdmin(DashboardMixin, admin.ModelAdmin):
+class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
+    # Seven columns that wrap: the list fits a 1280 px screen beside the admin's sidebars.
     list_display = (
-        "job", "status_badge", "progress_bar", "message", "eta_display", "elapsed", "queue",
-        "priority", "attempt_display", "worker_display", "run_at",
+        "job", "status_cell", "progress_cell", "times", "queue_display", "worker_display",
+        "run_at_display",
     )
     list_display_links = ("job",)
     list_filter = ("status", NameFilter, QueueFilter, ("created_at", admin.DateFieldListFilter))
@@ -110,8 +132,9 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
     actions = ("cancel_jobs", "retry_jobs", "run_jobs_now")
     readonly_fields = (
         "name", "status_badge", "progress_bar", "message", "eta_display", "elapsed", "queue",
-        "priority", "attempt_display", "worker", "run_at", "created_at", "started_at",
-        "finished_at", "heartbeat_at", "locked_until", "cancel_requested_at", "payload",
+        "priority", "attempt_display", "worker", "run_at_display", "created_at_display",
+        "started_at_display", "finished_at_display", "heartbeat_at_display",
+        "locked_until_display", "cancel_requested_at_display", "payload",
         "result_display", "error_display", "meta_display", "unique_key", "lock_key",
         "occurrence", "created_by", "history",
     )
@@ -122,8 +145,8 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         )}),
         (_("Payload and outcome"), {"fields": ("payload", "result_display", "error_display")}),
         (_("Times"), {"fields": (
-            "run_at", "created_at", "started_at", "finished_at", "heartbeat_at", "locked_until",
-            "cancel_requested_at",
+            "run_at_display", "created_at_display", "started_at_display", "finished_at_display",
+            "heartbeat_at_display", "locked_until_display", "cancel_requested_at_display",
         )}),
         (_("History"), {"fields": ("history", "created_by", "occurrence")}),
         (_("Keys and meta"), {"fields": ("unique_key", "lock_key", "meta_display")}),
@@ -156,6 +179,9 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
     def has_run_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(f"{self.opts.app_label}.run_job")
 
+    def has_pause_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.pause_job")
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return JobChangeList
 
@@ -167,15 +193,89 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         job_id = as_uuid(term)
         if job_id is not None:
             match |= Q(pk=job_id)
+        elif len(term.replace("-", "")) >= SHORT_ID_MIN:
+            # The 8 characters the list shows find their job (a range on the primary key).
+            prefix = id_prefix_q(term, queryset.db)
+            if prefix is not None:
+                match |= prefix
         return queryset.filter(match), False
 
     # -- columns -----------------------------------------------------------------------------
 
     @admin.display(description=_("job"), ordering="name")
     def job(self, obj: Job) -> str:
+        paused = ""
+        if getattr(obj, "schedule_paused", False):
+            paused = format_html(
+                ' <span class="dj-badge dj-paused" title="{}">{}</span>',
+                _("this recurring job is paused: no new runs are created"), _("paused"),
+            )
         return format_html(
-            '{} <span class="dj-id">{}</span>', display.visible(obj.name), str(obj.pk)[:8]
+            '<span class="dj-name">{}</span> <span class="dj-id">{}</span>{}',
+            display.visible(obj.name), short_id(obj.pk), paused,
         )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_cell(self, obj: Job) -> str:
+        """The badge, "will retry" or "final" for a failure, and the attempt."""
+        return format_html(
+            '{}<span class="dj-note">{} {}</span>', display.status_badge(obj), _("attempt"),
+            self.attempt_display(obj),
+        )
+
+    @admin.display(description=_("queue"), ordering="queue")
+    def queue_display(self, obj: Job) -> str:
+        paused = ""
+        if getattr(obj, "queue_paused", False):
+            paused = format_html(
+                ' <span class="dj-badge dj-paused" title="{}">{}</span>',
+                _("this queue is paused: its jobs stay scheduled"), _("paused"),
+            )
+        priority = ""
+        if obj.priority:
+            priority = format_html(' <span class="dj-muted">{} {}</span>', _("prio"),
+                                   obj.priority)
+        return format_html("{}{}{}", obj.queue, priority, paused)
+
+    @admin.display(description=_("time"))
+    def times(self, obj: Job) -> str:
+        """Elapsed time, and the ETA while the job runs."""
+        now = clock.now()
+        elapsed = display.live_text(obj, "elapsed", display.elapsed_words(obj, now))
+        if obj.status != JobStatus.RUNNING:
+            return elapsed
+        return format_html(
+            '{}<br><span class="dj-muted">{} {}</span>', elapsed, _("ETA"),
+            display.live_text(obj, "eta", display.eta_words(obj, now)),
+        )
+
+    @admin.display(description=_("run at"), ordering="run_at")
+    def run_at_display(self, obj: Job) -> str:
+        return display.when(obj.run_at)
+
+    @admin.display(description=_("created at"))
+    def created_at_display(self, obj: Job) -> str:
+        return display.when(obj.created_at)
+
+    @admin.display(description=_("started at"))
+    def started_at_display(self, obj: Job) -> str:
+        return display.live_text(obj, "started_at", display.when(obj.started_at))
+
+    @admin.display(description=_("finished at"))
+    def finished_at_display(self, obj: Job) -> str:
+        return display.live_text(obj, "finished_at", display.when(obj.finished_at))
+
+    @admin.display(description=_("last heartbeat"))
+    def heartbeat_at_display(self, obj: Job) -> str:
+        return display.when(obj.heartbeat_at)
+
+    @admin.display(description=_("locked until"))
+    def locked_until_display(self, obj: Job) -> str:
+        return display.when(obj.locked_until)
+
+    @admin.display(description=_("cancel requested at"))
+    def cancel_requested_at_display(self, obj: Job) -> str:
+        return display.when(obj.cancel_requested_at)
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj: Job) -> str:
@@ -184,6 +284,14 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
     @admin.display(description=_("progress"), ordering="progress")
     def progress_bar(self, obj: Job) -> str:
         return display.progress_bar(obj)
+
+    @admin.display(description=_("progress and message"), ordering="progress")
+    def progress_cell(self, obj: Job) -> str:
+        """The bar, the last message and, for a failed run, its error's first line."""
+        return format_html(
+            '{}<div class="dj-sub">{}{}</div>', display.progress_bar(obj), display.message(obj),
+            display.error_summary(obj),
+        )
 
     @admin.display(description=_("message"))
     def message(self, obj: Job) -> str:
@@ -272,7 +380,10 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
     @admin.action(permissions=["cancel"], description=_("Cancel selected jobs"))
     def cancel_jobs(self, request: HttpRequest, queryset) -> None:
         selected = queryset.count()
+        pending = list(queryset.pending().filter(cancel_requested_at__isnull=True)
+                       .only("id", "name", "status"))
         cancelled, requested = queryset.cancel()
+        log_jobs(request, pending, "Cancelled (admin action).")
         self._report_cancel(request, cancelled, requested, selected - cancelled - requested)
 
     def _report_cancel(self, request, cancelled: int, requested: int, untouched: int) -> None:
@@ -295,13 +406,35 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
 
     @admin.action(permissions=["retry"], description=_("Retry selected jobs as new runs"))
     def retry_jobs(self, request: HttpRequest, queryset) -> None:
-        created, refused = [], []
+        created, refused, succeeded_later = [], [], []
         for job in queryset.defer(None).order_by("created_at"):
+            if job.status == JobStatus.FAILED and self._succeeded_later(job):
+                succeeded_later.append(job)
+                continue
             try:
-                created.append(job.retry(created_by=request.user))
+                created.append(self._retry(request, job))
             except InvalidJobState:
                 refused.append(job)
         self._report_retry(request, created, refused)
+        if succeeded_later:
+            self.message_user(request, ngettext(
+                "Did not retry %(n)d failed run whose chain later succeeded (%(names)s).",
+                "Did not retry %(n)d failed runs whose chains later succeeded (%(names)s).",
+                len(succeeded_later),
+            ) % {"n": len(succeeded_later), "names": _describe(succeeded_later)},
+                messages.WARNING)
+
+    def _retry(self, request: HttpRequest, job: Job) -> Job:
+        new = job.retry(created_by=request.user)
+        log_jobs(request, [job], f"Retried as a new run {new.pk}.")
+        log_jobs(request, [new], f"Created as a retry of {job.pk}.")
+        return new
+
+    @staticmethod
+    def _succeeded_later(job: Job) -> bool:
+        """Whether a later run of this run's chain (retry of a retry...) succeeded."""
+        return any(run.status == JobStatus.SUCCEEDED
+                   for run in Job.objects.runs_after(job.pk, CHAIN_DEPTH))
 
     def _report_retry(self, request, created: list[Job], refused: list[Job]) -> None:
         if len(created) == 1:
@@ -327,6 +460,7 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         moved, refused = [], []
         for job in queryset.order_by("run_at"):
             (moved if job.run_now() else refused).append(job)
+        log_jobs(request, moved, "Made due now (run now).")
         self._report_run_now(request, moved, refused)
 
     def _report_run_now(self, request, moved: list[Job], refused: list[Job]) -> None:
@@ -351,7 +485,10 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         urls = [
             path("live/", wrap(self.live_view), name=self.url_name("live")),
+            path("new/", wrap(self.new_rows_view), name=self.url_name("new_rows")),
+            path("pause/", wrap(self.pause_view), name=self.url_name("pause")),
             *self.dashboard_urls(),
+            *self.failures_urls(),
             path("<path:object_id>/cancel/", wrap(self.cancel_view),
                  name=self.url_name("cancel")),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=self.url_name("retry")),
@@ -366,13 +503,16 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
             raise Http404("no such job")
         return get_object_or_404(Job.objects.all(), pk=job_id)
 
-    def _back(self, request: HttpRequest, job: Job) -> HttpResponseRedirect:
-        """Back where the button was (the dashboard, the list), else to the job's page."""
+    def _back(self, request: HttpRequest, job: Job | None) -> HttpResponseRedirect:
+        """Back where the button was (the dashboard, the list), else to the job's page (or
+        the dashboard)."""
         target = request.POST.get("next", "")
         if target and url_has_allowed_host_and_scheme(
             target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             return HttpResponseRedirect(target)
+        if job is None:
+            return HttpResponseRedirect(self.dashboard_url())
         return HttpResponseRedirect(self._change_url(job))
 
     @method_decorator(require_POST)
@@ -385,13 +525,17 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         except JobNotFound:
             raise Http404("no such job") from None
         job.refresh_from_db(fields=["status", "cancel_requested_at"])
+        # Messages never start with the job's name: the admin capitalises a message's first
+        # letter, and names are case-sensitive.
         if not affected:
-            self.message_user(request, f"{job.name} was not cancelled: it is already "
+            self.message_user(request, f"Not cancelled: {job.name} is already "
                               f"{display.status_label(job)}.", messages.WARNING)
         elif job.status == JobStatus.CANCELLED:
+            log_jobs(request, [job], "Cancelled before it started.")
             self.message_user(request, f"Cancelled {job.name} before it started.",
                               messages.SUCCESS)
         else:
+            log_jobs(request, [job], "Asked to stop (cancel requested while running).")
             self.message_user(request, f"Asked {job.name} to stop; it ends cancelled at its "
                               "next check.", messages.SUCCESS)
         return self._back(request, job)
@@ -401,8 +545,12 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         if not self.has_retry_permission(request):
             raise PermissionDenied
         job = self._job_for(request, object_id)
+        if job.status == JobStatus.FAILED and self._succeeded_later(job):
+            self.message_user(request, f"Not retried: a later run of {job.name} "
+                              f"{short_id(job.pk)} already succeeded.", messages.WARNING)
+            return self._back(request, job)
         try:
-            new = job.retry(created_by=request.user)
+            new = self._retry(request, job)
         except InvalidJobState:
             self._report_retry(request, [], [job])
             return self._back(request, job)
@@ -415,6 +563,7 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
             raise PermissionDenied
         job = self._job_for(request, object_id)
         if job.run_now():
+            log_jobs(request, [job], "Made due now (run now).")
             self._report_run_now(request, [job], [])
         else:
             self._report_run_now(request, [], [job])
@@ -424,6 +573,7 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         """Links between the jobs, job types and locks pages, and the live script's settings."""
         context: dict[str, Any] = {
             "dashboard_url": self.dashboard_url(),
+            "failures_url": self.admin_url("failures"),
             "dj_live": {
                 "url": self.admin_url("live"),
                 "interval": LIVE_INTERVAL_MS,
@@ -437,14 +587,73 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         return context
 
     def changelist_view(self, request, extra_context=None):
-        return super().changelist_view(
-            request, {**self.nav_context(request), **(extra_context or {})}
-        )
+        context = self.nav_context(request)
+        # New rows are counted from the moment this page was made, under the page's filters.
+        context["dj_live"].update({
+            "new_url": self.admin_url("new_rows"), "since": clock.now().isoformat(),
+            "new_interval": NEW_ROWS_INTERVAL_MS,
+        })
+        return super().changelist_view(request, {**context, **(extra_context or {})})
+
+    def new_rows_view(self, request: HttpRequest) -> JsonResponse:
+        """``GET ?since=ISO&<the list's filters>`` -> how many jobs arrived since; read-only."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        params = request.GET.copy()
+        since = parse_datetime(params.pop("since", [""])[0])
+        if since is None:
+            return JsonResponse({"error": "since= must be an ISO 8601 time"}, status=400)
+        # The admin's own ChangeList applies the filters and the search of the list page.
+        request.GET = params
+        request.dj_count_new_rows = True
+        changelist = self.get_changelist_instance(request)
+        ids = changelist.queryset.filter(created_at__gt=since).order_by().values_list(
+            "pk", flat=True
+        )[:NEW_ROWS_MAX]
+        count = len(ids)
+        return JsonResponse({"count": count, "more": count >= NEW_ROWS_MAX})
+
+    @method_decorator(require_POST)
+    def pause_view(self, request: HttpRequest) -> HttpResponse:
+        """Pause or resume a queue or a recurring job, through the control API."""
+        if not self.has_pause_permission(request):
+            raise PermissionDenied
+        kind, action = request.POST.get("kind"), request.POST.get("action")
+        name = request.POST.get("name", "").strip()
+        if kind not in ("queue", "job") or action not in ("pause", "resume") or not name:
+            return HttpResponse("kind=queue|job, action=pause|resume and name= are required",
+                                status=400, content_type="text/plain")
+        back = self._back(request, None)
+        if kind == "queue":
+            (registry.pause_queue if action == "pause" else registry.resume_queue)(name)
+            log_other(request, PausedQueue, name, f"queue {name}",
+                      f"{action.capitalize()}d the queue {name}.")
+            self.message_user(request, (
+                f"Paused the queue {name}: its jobs stay scheduled until it is resumed."
+                if action == "pause" else f"Resumed the queue {name}: workers take its jobs again."
+            ), messages.SUCCESS)
+            return back
+        try:
+            (registry.pause if action == "pause" else registry.resume)(name)
+        except UnknownJob as exc:
+            self.message_user(request, f"Nothing changed: {exc}.", messages.ERROR)
+            return back
+        except ValueError as exc:
+            self.message_user(request, f"Nothing changed: {exc}.", messages.ERROR)
+            return back
+        log_other(request, JobSchedule, name, f"recurring job {name}",
+                  f"{action.capitalize()}d the recurring job {name}.")
+        self.message_user(request, (
+            f"Paused the recurring job {name}: pending runs are cancelled and no new ones are "
+            "made until it is resumed." if action == "pause"
+            else f"Resumed the recurring job {name}: it runs again from its next occurrence."
+        ), messages.SUCCESS)
+        return back
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**self.nav_context(request), **(extra_context or {})}
         job_id = as_uuid(unquote(object_id))
-        job = Job.objects.only("id", "status").filter(pk=job_id).first() if job_id else None
+        job = Job.objects.only("id", "name", "status").filter(pk=job_id).first() if job_id else None
         if job is not None:
             extra_context["job_buttons"] = self.buttons(request, job)
         return super().change_view(request, object_id, form_url, extra_context)
@@ -455,13 +664,18 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         if job.status in (JobStatus.SCHEDULED, JobStatus.RUNNING) and \
                 self.has_cancel_permission(request):
             found.append({"label": "Cancel", "action": "cancel", "danger": "true",
-                          "url": self.admin_url("cancel", job.pk)})
+                          "url": self.admin_url("cancel", job.pk),
+                          "confirm": f"Cancel {job.name} {short_id(job.pk)}?"})
         if job.status == JobStatus.SCHEDULED and self.has_run_permission(request):
             found.append({"label": "Run now", "action": "run-now", "danger": "",
-                          "url": self.admin_url("run_now", job.pk)})
-        if job.is_finished and self.has_retry_permission(request):
+                          "url": self.admin_url("run_now", job.pk), "confirm": ""})
+        # A failed attempt whose chain went on to succeed needs no retry: offering one would
+        # invite doing the work twice.
+        if job.is_finished and self.has_retry_permission(request) and not (
+            job.status == JobStatus.FAILED and self._succeeded_later(job)
+        ):
             found.append({"label": "Retry as a new run", "action": "retry", "danger": "",
-                          "url": self.admin_url("retry", job.pk)})
+                          "url": self.admin_url("retry", job.pk), "confirm": ""})
         return found
 
     # -- live progress -----------------------------------------------------------------------
@@ -473,7 +687,10 @@ class JobAdmin(DashboardMixin, admin.ModelAdmin):
         ids = [job_id for job_id in map(as_uuid, request.GET.getlist("id")[:LIVE_MAX_IDS])
                if job_id is not None]
         now = clock.now()
-        jobs = Job.objects.filter(pk__in=ids).only(*display.STATE_FIELDS) if ids else []
+        jobs = (
+            Job.objects.filter(pk__in=ids).only(*display.STATE_FIELDS).with_retry_state()
+            if ids else []
+        )
         # admin_view() adds never_cache: every poll reads the database.
         return JsonResponse({"jobs": [display.state(job, now) for job in jobs]})
 

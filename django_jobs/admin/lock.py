@@ -20,6 +20,7 @@ from django.utils.translation import ngettext
 from .. import clock
 from ..models import JobTypeLock
 from . import display
+from .audit import log_other
 from .format import duration_words
 
 
@@ -87,9 +88,13 @@ class JobTypeLockAdmin(admin.ModelAdmin):
     def release_expired(self, request: HttpRequest, queryset) -> None:
         keys = list(queryset.values_list("pk", flat=True))
         selected = len(keys)
-        released = JobTypeLock.objects.filter(
-            pk__in=keys, locked_until__lte=clock.now()
-        ).delete()[0]
+        expired = JobTypeLock.objects.filter(pk__in=keys, locked_until__lte=clock.now())
+        expired_keys = list(expired.values_list("pk", flat=True))
+        released = expired.delete()[0]
+        if released:
+            for key in expired_keys:
+                log_other(request, JobTypeLock, key, f"lock {key}",
+                          "Released the expired lock (bulk action).")
         if released:
             self.message_user(request, ngettext(
                 "Released %d expired lock.", "Released %d expired locks.", released
@@ -152,6 +157,9 @@ class JobTypeLockAdmin(admin.ModelAdmin):
             ), messages.ERROR)
             return HttpResponseRedirect(request.path)
         if released:
+            log_other(request, JobTypeLock, lock.pk, f"lock {lock.pk}",
+                      "Released the expired lock." if expired
+                      else f"Released the held lock (holder job {lock.job_id}).")
             self.message_user(request, f"Released the lock {lock.pk}.", messages.SUCCESS)
         else:
             self.message_user(request, f"The lock {lock.pk} changed hands meanwhile and was "

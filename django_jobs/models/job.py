@@ -215,6 +215,7 @@ class Job(models.Model):
             ("cancel_job", "Can cancel jobs"),
             ("retry_job", "Can retry jobs"),
             ("run_job", "Can run jobs now"),
+            ("pause_job", "Can pause and resume queues and recurring jobs"),
         ]
 
     def __str__(self) -> str:

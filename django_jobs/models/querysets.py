@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TypeVar
 
-from django.db import IntegrityError, models, transaction
+from django.apps import apps
+from django.db import IntegrityError, connections, models, transaction
 from django.db.models import Exists, Expression, Max, Min, OuterRef, Q
+from django.db.models.functions import Left
 
 from .. import clock
 from ..conf import jobs_settings
+from ..exceptions import AmbiguousJobId, JobNotFound
+from ..ids import SHORT_ID_MIN, dashed_prefix, id_prefix_range
+
+#: Characters of ``error`` the admin reads for the first line and the exception class.
+ERROR_HEAD_LENGTH = 300
 
 T = TypeVar("T")
 
@@ -21,6 +29,23 @@ REPLACED = "replaced by a newer job with the same unique key"
 def _now(now: datetime | None) -> datetime | Expression:
     """``now`` if given, else the database's current time in SQL (see ``django_jobs.clock``)."""
     return now if now is not None else clock.sql_now()
+
+
+def id_prefix_q(prefix: str, using: str) -> Q | None:
+    """The condition "the id starts with ``prefix``", or ``None`` if it is not hex.
+
+    A range on the primary key where the engine orders UUIDs as their text reads (``uuid`` on
+    PostgreSQL, ``char(32)`` elsewhere): it uses the primary key's index. MariaDB's own
+    ``uuid`` type (10.7+) orders version 1-5 UUIDs by swapped groups, so there the text of
+    the id is matched instead.
+    """
+    bounds = id_prefix_range(prefix)
+    if bounds is None:
+        return None
+    connection = connections[using]
+    if connection.vendor == "mysql" and connection.features.has_native_uuid_field:
+        return Q(pk__startswith=dashed_prefix(prefix))
+    return Q(pk__range=bounds)
 
 
 class JobQuerySet(models.QuerySet):
@@ -47,6 +72,50 @@ class JobQuerySet(models.QuerySet):
 
     def for_name(self, name: str) -> JobQuerySet:
         return self.filter(name=name)
+
+    def with_id_prefix(self, prefix: str) -> JobQuerySet:
+        """Rows whose id starts with ``prefix`` (the 8 characters the admin and CLI show)."""
+        match = id_prefix_q(prefix, self.db)
+        return self.none() if match is None else self.filter(match)
+
+    def get_by_id(self, job_id: object) -> models.Model:
+        """The job with this id, or a unique prefix of it (at least 4 hex characters).
+
+        Raises ``JobNotFound`` (no such job, not an id), ``AmbiguousJobId`` (the prefix names
+        several jobs) or ``ValueError`` (a prefix too short to mean anything).
+        """
+        if isinstance(job_id, uuid.UUID):
+            full = job_id
+        else:
+            text = str(job_id).strip()
+            try:
+                full = uuid.UUID(text)
+            except ValueError:
+                full = None
+        if full is not None:
+            job = self.filter(pk=full).first()
+            if job is None:
+                raise JobNotFound(f"no job with id {full}")
+            return job
+        if id_prefix_range(text) is None:
+            raise JobNotFound(
+                f"{text!r} is not a job id: give the UUID or its first {SHORT_ID_MIN} or more "
+                "hex characters"
+            )
+        if len(text.replace("-", "")) < SHORT_ID_MIN:
+            raise ValueError(
+                f"job id {text!r} is too short: give at least {SHORT_ID_MIN} hex characters "
+                "(the admin and the jobs command show 8)"
+            )
+        found = list(self.with_id_prefix(text)[:2])
+        if not found:
+            raise JobNotFound(f"no job id starts with {text!r}")
+        if len(found) > 1:
+            count = self.with_id_prefix(text).count()
+            raise AmbiguousJobId(
+                f"job id {text!r} is ambiguous: {count} jobs start with it; give more characters"
+            )
+        return found[0]
 
     def in_queues(self, queues: Iterable[str] | None) -> JobQuerySet:
         queues = list(queues or ())
@@ -88,6 +157,55 @@ class JobQuerySet(models.QuerySet):
         if exclude_queues:
             qs = qs.exclude(queue__in=exclude_queues)
         return qs
+
+    def started_since(self, since: datetime) -> JobQuerySet:
+        """Rows a worker started (claimed) at or after ``since``."""
+        return self.filter(started_at__gte=since)
+
+    def with_retry_state(self) -> JobQuerySet:
+        """Annotate ``retry_pending``: a later run made from this one is scheduled or running.
+
+        What tells "failed, will retry" from a final failure; one indexed lookup per row.
+        """
+        pending = self.model.objects.filter(
+            rescheduled_from=OuterRef("pk"), status__in=("scheduled", "running")
+        )
+        return self.annotate(retry_pending=Exists(pending))
+
+    def with_pause_state(self) -> JobQuerySet:
+        """Annotate ``queue_paused`` and ``schedule_paused`` (a paused recurring job)."""
+        # By name from the app registry: those models' module imports this one.
+        paused_queue = apps.get_model("django_jobs", "PausedQueue")
+        schedule = apps.get_model("django_jobs", "JobSchedule")
+        return self.annotate(
+            queue_paused=Exists(paused_queue.objects.filter(queue=OuterRef("queue"))),
+            schedule_paused=Exists(schedule.objects.filter(name=OuterRef("name"), paused=True)),
+        )
+
+    def with_error_head(self, length: int = ERROR_HEAD_LENGTH) -> JobQuerySet:
+        """Annotate ``error_head``: the start of ``error``, without reading whole tracebacks."""
+        return self.annotate(error_head=Left("error", length))
+
+    def failed_since(self, since: datetime) -> JobQuerySet:
+        """Failed rows that ended at or after ``since``, newest first."""
+        return self.filter(status="failed", finished_at__gte=since).order_by("-finished_at")
+
+    def runs_after(self, job_id, depth: int = 20) -> list[models.Model]:
+        """The runs rescheduled from ``job_id``, from theirs, and so on: ``depth`` hops at most,
+        one query per hop (a chain is a handful of retries)."""
+        found: list[models.Model] = []
+        frontier, seen = [job_id], {job_id}
+        for _ in range(depth):
+            later = [job for job in self.filter(rescheduled_from__in=frontier)
+                     .only("id", "name", "status", "attempt", "created_at",
+                           "cancel_requested_at", "rescheduled_from_id")
+                     .order_by("created_at") if job.pk not in seen]
+            if not later:
+                break
+            found.extend(later)
+            frontier = [job.pk for job in later]
+            seen.update(frontier)
+        return found
 
     def stale(self, now: datetime | None = None) -> JobQuerySet:
         """Running rows without a worker process whose lease ran out (``fn.run()`` in tests'

@@ -6,7 +6,6 @@ Reading order: ``run()`` is the whole life of a worker; everything it calls is b
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import sys

@@ -104,6 +104,9 @@ def test_the_list_never_reads_payload_result_error_or_meta(admin_client, make_jo
                and "COUNT(" not in q["sql"].upper()]
     assert selects
     for sql in selects:
+        # Only the head of the error is read, for its first line.
+        head = r"(SUBSTR(ING)?|LEFT)\([`\"]?django_jobs_job[`\"]?\.[`\"]?error[`\"]?, (1, )?300\)"
+        sql = re.sub(head, "", sql, flags=re.IGNORECASE)
         for column in ("data", "result", "error", "meta"):
             pattern = rf"django_jobs_job[`\"]?\.[`\"]?{column}[`\"]?\s*(,|FROM)"
             assert not re.search(pattern, sql), sql

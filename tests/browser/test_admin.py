@@ -56,13 +56,24 @@ def test_a_running_job_s_bar_advances_live_and_cancel_ends_it_cancelled(
 
     page.click(f'a[href$="/django_jobs/job/{job.pk}/change/"]')
     expect(page.locator("h1")).to_contain_text("View job")
+    expect(page.locator(".field-finished_at_display .readonly")).to_have_text("\u2014")
+    # Cancel asks first; dismissing it changes nothing, accepting it posts.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click('button[data-action="cancel"]')
+    assert Job.objects.get(pk=job.pk).cancel_requested_at is None
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click('button[data-action="cancel"]')
     expect(page.locator(".messagelist")).to_contain_text(
         "Asked jobsapp.progress_cancellable to stop")
     # Live refresh again: "cancelling", then "cancelled" once the job saw the request.
-    expect(page.locator(f'.field-status_badge [data-dj-job="{job.pk}"]')).to_have_text(
+    expect(page.locator('.field-status_badge [data-dj-field="status"]')).to_have_text(
         "cancelled")
     expect(page.locator('button[data-action="cancel"]')).to_be_hidden()
+    # The heading, the tab's title and the finish time follow the badge.
+    expect(page.locator('h2[data-dj-field="title"]')).to_contain_text("(cancelled)")
+    expect(page).to_have_title(re.compile(r"\(cancelled\)"))
+    expect(page.locator(".field-finished_at_display .readonly")).to_have_text(
+        re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
     job.refresh_from_db()
     assert job.status == "cancelled"
     # Nothing runs any more: the page stops polling.
@@ -93,6 +104,7 @@ def test_the_dashboard_shows_the_running_run_and_cancels_it(
     wait_for_bar_above(dark, job, 1)
     screenshot(dark, "job-list-dark")
 
+    page.once("dialog", lambda dialog: dialog.accept())
     row.locator('button[data-action="cancel"]').click()
     expect(page.locator(".messagelist")).to_contain_text("Asked jobsapp.progress_cancellable")
     expect(page).to_have_url(re.compile(r"/admin/django_jobs/job/types/$"))
@@ -105,7 +117,7 @@ def test_a_user_without_the_permission_cannot_cancel(live_server, new_page, logi
                              locked_until=clock.now() + timedelta(minutes=5))
     page = login(new_page(), username="viewer", permissions=("view_job",))
     page.goto(f"{live_server.url}/admin/django_jobs/job/{job.pk}/change/")
-    expect(page.locator(f'.field-status_badge [data-dj-job="{job.pk}"]')).to_have_text("running")
+    expect(page.locator('.field-status_badge [data-dj-field="status"]')).to_have_text("running")
     expect(page.locator('button[data-action="cancel"]')).to_have_count(0)
     page.goto(f"{live_server.url}/admin/django_jobs/job/")
     expect(page.locator('select[name="action"]')).to_have_count(0)

@@ -9,7 +9,6 @@ import time
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from django_jobs import clock, registry
 from django_jobs.models import Job, JobTypeLock

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from django_jobs import registry
-from django_jobs.models import Worker as WorkerRow
 from django_jobs.models import Job, JobTypeLock
+from django_jobs.models import Worker as WorkerRow
 from django_jobs.worker.loop import EXIT_RELEASED
 from tests.jobsapp.models import Execution
 

@@ -181,6 +181,8 @@ def test_status_of_an_unknown_or_malformed_id_raises_job_not_found():
     with pytest.raises(JobNotFound, match="no job with id"):
         registry.status(uuid.uuid4())
     with pytest.raises(JobNotFound, match="not a job id"):
+        registry.status("not-an-id")
+    with pytest.raises(ValueError, match="too short: give at least 4 hex characters"):
         registry.status("42")
 
 

@@ -9,9 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.db import connections
 from django.test import override_settings
-
 from django.utils import timezone
 
 from django_jobs import registry, signals

@@ -109,7 +109,7 @@ def test_decorator_with_every_option_of_the_spec_table_keeps_each_value(fresh_re
         on_stale=on_stale,
         enabled=False,
     )
-    def sync(ctx: JobContext, customer: int) -> None:
+    def sync(ctx: JobContext, customer: int = 1) -> None:
         return None
 
     assert fresh_registry.get("billing:invoice-sync") is sync

@@ -11,16 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError, ProgrammingError
 
 from django_jobs import clock, registry
 from django_jobs.exceptions import (
+    AmbiguousJobId,
     InvalidJobState,
     JobAlreadyRunning,
     JobNotFound,
     JobStillRunning,
+    JobTablesMissing,
     UnknownJob,
 )
 from django_jobs.humanize import duration_words, parse_duration
+from django_jobs.models.tables import MIGRATE_MESSAGE, is_missing_table
 from django_jobs.types import JobStatusInfo
 
 EXIT_FAILED = 1
@@ -28,6 +32,8 @@ EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_INTERRUPTED = 130
 WAIT_POLL_INTERVAL = 0.2
+#: With --wait, seconds a due job may wait before the command says no worker seems to serve it.
+NO_WORKER_AFTER = 5.0
 BAR_WIDTH = 30
 
 
@@ -64,7 +70,7 @@ class Command(BaseCommand):
             return p
 
         add("list", "Registered jobs: schedule, next run, last outcome, running run.", True)
-        p = add("status", "Where one job stands.", True)
+        p = add("status", "Where one job stands (ID: the UUID or its first 4+ characters).", True)
         p.add_argument("job_id", metavar="ID")
         p = add("enqueue", "Enqueue a job by name.", True)
         p.add_argument("name", metavar="NAME")
@@ -108,8 +114,14 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=EXIT_NOT_FOUND) from None
         except (InvalidJobState, JobAlreadyRunning, JobStillRunning) as exc:
             raise CommandError(str(exc), returncode=EXIT_FAILED) from None
-        except (TypeError, ValueError) as exc:
+        except (AmbiguousJobId, TypeError, ValueError) as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE) from None
+        except JobTablesMissing as exc:
+            raise CommandError(str(exc), returncode=EXIT_FAILED) from None
+        except (OperationalError, ProgrammingError) as exc:
+            if is_missing_table(exc):
+                raise CommandError(MIGRATE_MESSAGE, returncode=EXIT_FAILED) from None
+            raise
 
     def emit(self, data: Any) -> None:
         self.stdout.write(json.dumps(data, indent=2, default=str))
@@ -248,12 +260,25 @@ class Command(BaseCommand):
 
     def wait(self, job_id: Any, timeout: float | None) -> JobStatusInfo:
         """Poll until the job ends, drawing a progress bar (a line per change if not a TTY)."""
-        deadline = time.monotonic() + timeout if timeout else None
+        started = time.monotonic()
+        deadline = started + timeout if timeout else None
+        since = clock.now()
+        warned = False
         tty = self.stdout.isatty() and not self.as_json
         last_line = None
         try:
             while True:
                 info = registry.status(job_id)
+                if (not warned and info.status == "scheduled"
+                        and time.monotonic() - started >= NO_WORKER_AFTER
+                        and info.run_at <= clock.now()):
+                    warned = True
+                    if not registry.queue_served_since(info.queue, since):
+                        self.stderr.write(
+                            f"no worker has started a job of queue {info.queue!r} in the last "
+                            f"{NO_WORKER_AFTER:g} s: is `manage.py runjobs` running for that "
+                            "queue? Still waiting (Ctrl-C stops waiting)."
+                        )
                 if not self.as_json:
                     line = self.progress_line(info)
                     if tty:
@@ -305,7 +330,13 @@ class Command(BaseCommand):
         self.stdout.write(f"Cancelled {count} job{'s' if count != 1 else ''}.")
 
     def do_stop(self, options: dict[str, Any]) -> None:
-        infos = registry.stop(options["target"], timeout=options["timeout"])
+        target = options["target"]
+        if target not in registry:
+            info = registry.status(target)
+            if info.finished:
+                raise CommandError(f"job {info.id} is {info.status}; nothing to stop",
+                                   returncode=EXIT_FAILED)
+        infos = registry.stop(target, timeout=options["timeout"])
         if self.as_json:
             return self.emit([info.as_dict() for info in infos])
         for info in infos:

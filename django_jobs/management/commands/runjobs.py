@@ -6,9 +6,43 @@ import logging
 import os
 import sys
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_jobs.exceptions import JobTablesMissing
+from django_jobs.jobtypes import registry
+from django_jobs.models.tables import require_tables
 from django_jobs.worker.loop import EXIT_HUNG, EXIT_RELEASED, Worker, WorkerOptions
+
+logger = logging.getLogger("django_jobs")
+
+
+def startup_report(queues: list[str]) -> list[tuple[int, str]]:
+    """What a starting worker says about the jobs it knows: ``(level, message)`` pairs."""
+    job_types = list(registry)
+    if not job_types:
+        return [(logging.WARNING, (
+            "no job is registered: declare jobs with @job in a jobs.py module of an app in "
+            "INSTALLED_APPS; this worker can run nothing"
+        ))]
+    labels = sorted({_app_label(job_type.module) for job_type in job_types})
+    report = [(logging.INFO, (
+        f"{len(job_types)} job{'s' if len(job_types) != 1 else ''} registered, from "
+        f"{', '.join(labels)}"
+    ))]
+    used = sorted({job_type.queue for job_type in job_types})
+    for queue in queues:
+        if queue not in used:
+            report.append((logging.WARNING, (
+                f"--queue {queue!r}: no registered job uses this queue (queues in use: "
+                f"{', '.join(used)})"
+            )))
+    return report
+
+
+def _app_label(module: str) -> str:
+    config = apps.get_containing_app_config(module)
+    return config.label if config is not None else module
 
 
 def _positive_int(text: str) -> int:
@@ -84,6 +118,14 @@ class Command(BaseCommand):
         for queue in queues:
             if not queue.strip():
                 raise CommandError("--queue needs a non-empty queue name")
+        # Once, here: the loop would take a missing table for a passing database hiccup and
+        # retry forever.
+        try:
+            require_tables()
+        except JobTablesMissing as exc:
+            raise CommandError(str(exc)) from None
+        for level, message in startup_report(queues):
+            logger.log(level, message)
         try:
             worker_options = WorkerOptions(
                 queues=queues,
