@@ -19,6 +19,7 @@ class JobsConfig(AppConfig):
         checks.register(jobs_checks.check_settings, "django_jobs")
         checks.register(jobs_checks.check_job_types, "django_jobs")
         checks.register(jobs_checks.check_database, "django_jobs")
+        checks.register(jobs_checks.check_database_features, "django_jobs", checks.Tags.database)
         autodiscover_modules("jobs", register_to=registry)
         # Django >= 6.0 with TASKS using JobsBackend: defining a @task registers it.
         autodiscover_tasks()

@@ -8,6 +8,7 @@ django_jobs.E005  JOBS_<NAME>_ENABLED holds something that is neither true nor f
 django_jobs.E006  a job's schedule cannot compute its next run
 django_jobs.E007  WORKER_LOST_AFTER is shorter than three heartbeat intervals
 django_jobs.W001  the jobs database is SQLite without the options docs/installation.md advises
+django_jobs.W002  the jobs database server has no SELECT ... FOR UPDATE SKIP LOCKED
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning
 from django.db import connections
 
-from .conf import DEFAULTS, TYPES
+from .conf import DEFAULTS, TYPES, jobs_settings
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -159,3 +160,25 @@ def check_job_types(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     )
                 )
     return errors
+
+
+def check_database_features(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Warning]:
+    """What the jobs database's server lacks (asked only when checks may use databases)."""
+    alias = jobs_settings.DATABASE
+    if not databases or alias not in databases or alias not in settings.DATABASES:
+        return []
+    connection = connections[alias]
+    if connection.vendor != "mysql" or connection.features.has_select_for_update_skip_locked:
+        return []
+    return [
+        Warning(
+            f"The jobs database {alias!r} has no SELECT ... FOR UPDATE SKIP LOCKED (MariaDB "
+            "before 10.6, MySQL before 8.0.1).",
+            hint="Workers stay correct, but their claims wait on each other's row locks "
+            "instead of skipping them, so they take turns. Upgrade the server for "
+            "concurrent claims.",
+            id="django_jobs.W002",
+        )
+    ]

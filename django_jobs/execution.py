@@ -105,6 +105,7 @@ class Execution:
         self.frees_lock_apart = False
         self.thread_id: int | None = None
         self._pending_progress: dict[str, Any] | None = None
+        self._lost_reported = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -137,6 +138,15 @@ class Execution:
             self.deadline = now + self.timeout
             self.started = True
         return True
+
+    def report_lost(self, what: str) -> None:
+        """Mark the run as taken away and say so in the log, once, whoever finds out."""
+        self.lost = True
+        with self._lock:
+            if self._lost_reported:
+                return
+            self._lost_reported = True
+        logger.warning("[%s] %s is no longer ours: %s", self.job.name, self.job.pk, what)
 
     # -- the fence -----------------------------------------------------------------------------
 

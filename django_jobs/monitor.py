@@ -56,6 +56,7 @@ class Monitor(threading.Thread):
         self._tuned: object = None  # the raw connection whose lock waits are bounded
         self._hung: set[object] = set()
         self.beats = 0
+        self.last_database_error = 0.0  # monotonic time of the last failed database call
 
     # -- the runs it watches -----------------------------------------------------------------
 
@@ -98,7 +99,9 @@ class Monitor(threading.Thread):
             try:
                 step()
             except DatabaseError as exc:
-                logger.warning("monitor: database error, will retry: %s", exc)
+                if time.monotonic() - self.last_database_error > 30:  # once per outage
+                    logger.warning("monitor: database error, will retry: %s", exc)
+                self.last_database_error = time.monotonic()
                 try:
                     connections[jobs_settings.DATABASE].close()
                 except Exception:
@@ -190,11 +193,9 @@ class Monitor(threading.Thread):
         for execution in running:
             row = rows.get(execution.job.pk)
             if row is None or row[0] != execution.claim_id or row[1] != "running":
-                if not execution.finished.is_set() and not execution.lost:
-                    execution.lost = True
-                    logger.warning("[%s] %s is no longer ours (recovered or changed elsewhere)"
-                                   "; its late writes will be ignored", execution.job.name,
-                                   execution.job.pk)
+                if not execution.finished.is_set():
+                    execution.report_lost("recovered or changed elsewhere; its late writes "
+                                          "will be ignored")
                 continue
             execution.cancel_requested = row[2] is not None
 

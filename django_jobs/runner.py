@@ -102,8 +102,7 @@ def _end(
     if execution.finish(outcome, extra=pending):
         _log_outcome(execution, outcome)
     elif execution.lost and not timed_out:
-        logger.warning("[%s] %s ended %s, but the run was no longer ours: its outcome was not "
-                       "written", job.name, job.pk, outcome.status)
+        execution.report_lost(f"it ended {outcome.status}, and its outcome was not written")
     execution.release_lingering_lock()
 
 

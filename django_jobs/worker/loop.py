@@ -108,6 +108,7 @@ class Worker:
         self._paused: list[str] = []
         self._names: list[str] | None = None
         self._busy_at_last_claim = 0
+        self._database_up_since = time.monotonic()
         self._names_read_at = 0.0
         self._paused_read_at = 0.0
         self.scheduler = Scheduler() if self.options.scheduler else None
@@ -129,6 +130,7 @@ class Worker:
         )
         poll = self._poll_interval()
         failures = 0
+        self._database_up_since = time.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
             try:
@@ -301,9 +303,17 @@ class Worker:
         if time.monotonic() - self._last_rescue < jobs_settings.RESCUE_INTERVAL:
             return
         self._last_rescue = time.monotonic()
-        self.stats.rescued += len(rescue())
+        # Peers are judged only once this process has itself reached the database for
+        # WORKER_LOST_AFTER: after an outage every live worker is overdue for a moment, and
+        # beats again within a heartbeat interval.
+        up_since = max(self._database_up_since, self.monitor.last_database_error)
+        up_for = time.monotonic() - up_since
+        self.stats.rescued += len(
+            rescue(me=self.row_id, write_off_others=up_for >= jobs_settings.WORKER_LOST_AFTER)
+        )
 
     def _database_trouble(self, exc: Exception, failures: int) -> None:
+        self._database_up_since = time.monotonic()
         delay = min(0.1 * 2**failures, 5.0)
         logger.warning("worker %s: database error (%s); retrying in %.1fs", self.id, exc, delay)
         connection = connections[jobs_settings.DATABASE]

@@ -35,14 +35,24 @@ UNKNOWN_CHECK_INTERVAL = 60.0
 _last_unknown_check = 0.0
 
 
-def rescue(now=None) -> list[Job]:
+def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = True) -> list[Job]:
     """One sweep: write off lost workers, recover their runs and the rest. Returns the runs
-    this call recovered."""
+    this call recovered.
+
+    ``me`` (the sweeping process's own row) is never written off by itself: if its peers did,
+    its heartbeat finds out. ``write_off_others=False`` skips write-offs: a process that has
+    not itself reached the database for ``WORKER_LOST_AFTER`` (it started, or the database was
+    down) cannot tell a dead peer from one that was cut off like itself.
+    """
     global _last_unknown_check
     lost_after = jobs_settings.WORKER_LOST_AFTER
     rescued: list[Job] = []
-    for worker_pk in Worker.objects.overdue(lost_after).values_list("pk", flat=True)[:BATCH]:
-        rescued += write_off(worker_pk, lost_after)
+    overdue = Worker.objects.overdue(lost_after)
+    if me is not None:
+        overdue = overdue.exclude(pk=me)
+    if write_off_others:
+        for worker_pk in overdue.values_list("pk", flat=True)[:BATCH]:
+            rescued += write_off(worker_pk, lost_after)
     rescued += _recover(Job.objects.orphaned().order_by("created_at")[:BATCH], "its worker "
                         "process is gone")
     rescued += rescue_stale(now)

@@ -387,3 +387,54 @@ if os.environ.get("DJANGO_JOBS_TEST_NEW_CODE"):
         Execution.objects.create(token=f"every:{ctx.job.occurrence.isoformat()}",
                                  job_id=ctx.job.pk, worker=ctx.job.worker)
         return ctx.job.occurrence.isoformat()
+
+
+# -- added for the defect tests (tests/db/test_defects.py, tests/concurrency/test_defects.py) ----
+
+
+@job(timeout=timedelta(seconds=1), max_attempts=2, retry_delay=0)
+def quick_with_short_timeout(ctx: JobContext, token: str) -> str:
+    """Takes 0.1 s of its 1 s timeout; records its token (unique) when it runs."""
+    time.sleep(0.1)
+    Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                             started=time.time(), ended=time.time())
+    return token
+
+
+@job(timeout=timedelta(seconds=30), priority=10)
+def slow_first(ctx: JobContext, seconds: float = 2.5) -> str:
+    _mark(ctx)
+    time.sleep(seconds)
+    return "slow"
+
+
+@job
+def returns(ctx: JobContext, value=None, progress_message: str = "", error: str = ""):
+    """Returns ``value``; reports ``progress_message``; raises with ``error`` if given.
+
+    "<NUL>" in the texts becomes a NUL character here (a payload holding one could not even
+    be stored on PostgreSQL)."""
+    if progress_message:
+        ctx.progress(0.5, message=progress_message.replace("<NUL>", "\x00"))
+    if error:
+        raise RuntimeError(error.replace("<NUL>", "\x00"))
+    return value
+
+
+@job
+def leaves_autocommit_off(ctx: JobContext, token: str) -> str:
+    """Switches autocommit off, writes, and returns without committing."""
+    from django.db import transaction
+
+    transaction.set_autocommit(False)
+    Execution.objects.create(token=token, job_id=ctx.job.pk)
+    return token
+
+
+@job(max_attempts=2, retry_delay=0, timeout=timedelta(seconds=60))
+def record_then_sleep(ctx: JobContext, token: str, seconds: float = 3.0) -> str:
+    """Records its token first (a second run of it fails on the unique token), then sleeps."""
+    Execution.objects.create(token=token, job_id=ctx.job.pk, worker=ctx.job.worker,
+                             started=time.time())
+    time.sleep(seconds)
+    return token

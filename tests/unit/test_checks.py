@@ -14,7 +14,12 @@ from django.db import connections
 from django.test import override_settings
 
 from django_jobs import jobtypes
-from django_jobs.checks import check_database, check_job_types, check_settings
+from django_jobs.checks import (
+    check_database,
+    check_database_features,
+    check_job_types,
+    check_settings,
+)
 from django_jobs.jobtypes import Registry, build_job_type
 
 
@@ -253,3 +258,16 @@ def test_schedule_that_cannot_compute_its_next_run_is_e006(fresh_registry):
 def test_next_run_returning_a_non_datetime_is_e006(fresh_registry):
     fresh_registry.register(build_job_type(_fn, {"name": "t.none", "next_run": lambda last: None}))
     assert ids(check_job_types()) == ["django_jobs.E006"]
+
+
+@pytest.mark.django_db
+def test_a_jobs_database_without_skip_locked_gets_warning_w002(monkeypatch):
+    connection = connections["default"]
+    if connection.vendor != "mysql":
+        # Only MariaDB/MySQL servers can lack it; prove the check stays quiet elsewhere.
+        assert check_database_features(databases=["default"]) == []
+        return
+    monkeypatch.setattr(type(connection.features), "has_select_for_update_skip_locked", False)
+    [warning] = check_database_features(databases=["default"])
+    assert warning.id == "django_jobs.W002" and "10.6" in warning.msg and "8.0.1" in warning.msg
+    assert check_database_features(databases=None) == []
