@@ -138,8 +138,8 @@ class ControlAPI:
         """Every held ``JobTypeLock``, with its holder job and whether it has expired."""
         from .models import Job, JobTypeLock
 
-        now = clock.now()
         held = builtins.list(JobTypeLock.objects.order_by("key"))
+        stale = set(JobTypeLock.objects.stale().values_list("key", flat=True))
         holders = {
             pk: (name, status)
             for pk, name, status in Job.objects.filter(
@@ -152,7 +152,7 @@ class ControlAPI:
                 job_name=holders.get(lock.job_id, (None, None))[0],
                 job_status=holders.get(lock.job_id, (None, None))[1],
                 worker=lock.worker, locked_until=lock.locked_until,
-                expired=lock.locked_until <= now, updated_at=lock.updated_at,
+                expired=lock.key in stale, updated_at=lock.updated_at,
             )
             for lock in held
         ]
@@ -392,17 +392,19 @@ class ControlAPI:
 
     def _record_elsewhere(self, job_id: Any, outcome) -> JobStatusInfo:
         from . import signals
+        from .execution import send_robust
         from .models import Job
 
         job = self._job(job_id)
         now = clock.now()
         if job.status == "scheduled":
             won = _finish_scheduled(job, outcome, now)
-        elif job.status == "running" and job.locked_until is not None and job.locked_until < now:
+        elif job.status == "running" and _holder_is_gone(job):
             from .execution import record_outcome
 
-            # The same guarded write the rescue uses: whoever writes first wins.
-            won = record_outcome(job, job.claim_id, outcome, guard={"locked_until__lt": now})
+            # Fenced on the claim read above, like the rescue's write: whoever writes first
+            # wins (a lost worker never comes back, so its claim cannot be renewed).
+            won = record_outcome(job, job.claim_id, outcome)
         else:
             won = False
         if not won:
@@ -412,10 +414,20 @@ class ControlAPI:
                 f"job {job.pk} is {current}; its outcome cannot be recorded because {why}"
             )
         job.refresh_from_db()
-        signals.job_finished.send(
-            sender=Job, job=job, status=outcome.status, result=outcome.result, error=outcome.error
+        send_robust(
+            signals.job_finished, job=job, status=outcome.status, result=outcome.result,
+            error=outcome.error,
         )
         return JobStatusInfo.from_job(job, clock.now())
+
+
+def _holder_is_gone(job: Job) -> bool:
+    """The worker process holding this running row is lost (or, without one, its lease ran
+    out): nobody will write its outcome."""
+    from .models import Job
+
+    rows = Job.objects.filter(pk=job.pk, claim_id=job.claim_id)
+    return rows.orphaned().exists() or rows.stale().exists()
 
 
 def _finish_scheduled(job: Job, outcome, now) -> bool:

@@ -91,6 +91,9 @@ class Execution:
         self.monitored = monitored
         self.timeout: timedelta = job_type.timeout if job_type else DEFAULT_TIMEOUT
         self.deadline: datetime | None = None  # set when the run really starts
+        # The same deadline on this process's monotonic clock, which decides (a host whose
+        # wall clock is stepped must not time its runs out early or late).
+        self._deadline_mono: float | None = None
         self.started = False
         self.finished = threading.Event()  # set once an outcome is written (by anyone)
         self.returned = threading.Event()  # the run's thread is back from the job's code
@@ -136,6 +139,7 @@ class Execution:
         self.job.started_at = self.job.heartbeat_at = now
         with self._lock:
             self.deadline = now + self.timeout
+            self._deadline_mono = time.monotonic() + self.timeout.total_seconds()
             self.started = True
         return True
 
@@ -164,8 +168,11 @@ class Execution:
 
     @property
     def past_deadline(self) -> bool:
-        deadline = self.deadline
-        return deadline is not None and clock.now() >= deadline
+        if self.deadline is None:
+            return False
+        if clock.is_frozen():  # tests move time by hand
+            return clock.now() >= self.deadline
+        return self._deadline_mono is not None and time.monotonic() >= self._deadline_mono
 
     def extend(self, seconds: float) -> datetime:
         """Push the deadline so that at least ``seconds`` remain.
@@ -174,9 +181,12 @@ class Execution:
         lease follows its deadline.
         """
         target = clock.now() + timedelta(seconds=seconds)
+        target_mono = time.monotonic() + seconds
         with self._lock:
             if self.deadline is None or target > self.deadline:
                 self.deadline = target
+            if self._deadline_mono is None or target_mono > self._deadline_mono:
+                self._deadline_mono = target_mono
             deadline = self.deadline
         if self.owner is None:
             self.update(locked_until=deadline + lease_margin())
@@ -459,7 +469,7 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
     return Job.objects.insert_scheduled(retry, replace=job_type.unique == "replace")
 
 
-def release_row(job: Job, claim_id: uuid.UUID | None) -> bool:
+def release_row(job: Job, claim_id: uuid.UUID | None, *, unstarted: bool = False) -> bool:
     """Give a claimed row back to the queue as a scheduled row that never started.
 
     It holds its unique key again: under "skip" a job with the same key enqueued during the run
@@ -472,7 +482,10 @@ def release_row(job: Job, claim_id: uuid.UUID | None) -> bool:
     with transaction.atomic(using=jobs_settings.DATABASE):
         # The fence first: the unique policy may cancel another row, which only the run that
         # still owns its claim may do.
-        won = Job.objects.claimed_by(job.pk, claim_id).update(**fields) == 1
+        fence = Job.objects.claimed_by(job.pk, claim_id)
+        if unstarted:
+            fence = fence.filter(started_at__isnull=True)
+        won = fence.update(**fields) == 1
         if won and slot is not None:
             released = Job.objects.scheduled().filter(pk=job.pk)
             replace = job.name in registry and registry.get(job.name).unique == "replace"

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InternalError, OperationalError, connections
 
 from . import clock
 from .conf import jobs_settings
@@ -29,8 +29,10 @@ from .models import Job, Worker
 logger = logging.getLogger("django_jobs")
 
 #: Longest wait for a row lock on the monitor's connection: a progress write must not stall
-#: heartbeats behind a row a job keeps locked in its own transaction.
-LOCK_WAIT_SECONDS = 2
+#: the monitor behind a row a job keeps locked in its own transaction.
+LOCK_WAIT_SECONDS = 1
+#: After a progress write found its row locked, seconds before the next try for that run.
+PROGRESS_BACKOFF = 5.0
 
 
 class Monitor(threading.Thread):
@@ -55,8 +57,12 @@ class Monitor(threading.Thread):
         self._last_sync = time.monotonic()
         self._tuned: object = None  # the raw connection whose lock waits are bounded
         self._hung: set[object] = set()
+        self._progress_blocked: dict[object, float] = {}  # job pk -> monotonic time
         self.beats = 0
         self.last_database_error = 0.0  # monotonic time of the last failed database call
+        # Whether the last database call failed, and since when the calls succeed again.
+        self.database_down = False
+        self.database_up_since = time.monotonic()
 
     # -- the runs it watches -----------------------------------------------------------------
 
@@ -68,6 +74,7 @@ class Monitor(threading.Thread):
     def discard(self, execution: Execution) -> None:
         with self._guard:
             self._executions.pop(execution.job.pk, None)
+            self._progress_blocked.pop(execution.job.pk, None)
 
     def all(self) -> list[Execution]:
         with self._guard:
@@ -94,14 +101,16 @@ class Monitor(threading.Thread):
 
     def tick(self) -> None:
         """One round; survives anything (a raising receiver, a lost database, a bug)."""
-        for step in (self.enforce_timeouts, self.write_progress, self._beat_if_due,
-                     self._read_cancellations_if_due, self._check_hung, self._sync_if_due):
+        # The heartbeat first: nothing a run does may delay it.
+        for step in (self._beat_if_due, self.enforce_timeouts, self._check_hung,
+                     self.write_progress, self._read_cancellations_if_due, self._sync_if_due):
             try:
                 step()
             except DatabaseError as exc:
                 if time.monotonic() - self.last_database_error > 30:  # once per outage
                     logger.warning("monitor: database error, will retry: %s", exc)
                 self.last_database_error = time.monotonic()
+                self.database_down = True
                 try:
                     connections[jobs_settings.DATABASE].close()
                 except Exception:
@@ -132,7 +141,11 @@ class Monitor(threading.Thread):
             return
         self._bound_lock_waits()
         busy = self._busy() if self._busy is not None else len(self.snapshot())
-        if Worker.objects.beat(self.owner, busy=busy):
+        beat = Worker.objects.beat(self.owner, busy=busy)
+        if self.database_down:
+            self.database_down = False
+            self.database_up_since = time.monotonic()
+        if beat:
             self._last_beat = time.monotonic()
             self.beats += 1
             return
@@ -165,19 +178,23 @@ class Monitor(threading.Thread):
 
     def write_progress(self) -> None:
         """Write the progress that runs reported since the last tick, one fenced UPDATE each."""
+        now = time.monotonic()
         for execution in self.snapshot():
+            if self._progress_blocked.get(execution.job.pk, 0.0) > now:
+                continue
             fields = execution.take_progress()
             if not fields:
                 continue
             self._bound_lock_waits()
             try:
                 execution.update(**fields)
-            except DatabaseError as exc:
-                # A row lock held by the job's own transaction (or a passing error): the
-                # progress waits for the next tick; heartbeats and timeouts go on.
+            except (OperationalError, InternalError) as exc:
+                # Its row is locked by the job's own transaction (or a passing error): the
+                # progress waits, and this run is left alone for a while; heartbeats and
+                # timeouts of every run go on.
                 logger.info("[%s] progress not written yet: %s", execution.job.name, exc)
-                execution.queue_progress(fields)
-                raise
+                execution.queue_progress({**fields, **(execution.take_progress() or {})})
+                self._progress_blocked[execution.job.pk] = now + PROGRESS_BACKOFF
 
     def read_cancellations(self) -> None:
         """Tell runs about cancellation requests, and about claims taken away from them."""

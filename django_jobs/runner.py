@@ -210,12 +210,14 @@ def start_row(job_type: JobType, data: dict[str, Any], owner: uuid.UUID) -> Exec
     if row.lock_key:
         lock_key, claim_id = row.lock_key, row.claim_id
 
-        def take() -> bool:
+        def take(bounded: bool) -> bool:
             db = jobs_settings.DATABASE
             with transaction.atomic(using=db):
-                # Only an uncommitted transaction taking the same key can make this wait (the
-                # caller's own, perhaps, which waits for us): wait briefly, then call it held.
-                bound_lock_wait(connections[db], seconds=1)
+                if bounded:
+                    # Only an uncommitted transaction taking the same key can make this wait
+                    # (the caller's own, perhaps, which waits for us): wait briefly, then call
+                    # it held.
+                    bound_lock_wait(connections[db], seconds=1)
                 try:
                     with transaction.atomic(using=db):
                         return locks.acquire(lock_key, job_id=row.pk, claim_id=claim_id,
@@ -223,7 +225,9 @@ def start_row(job_type: JobType, data: dict[str, Any], owner: uuid.UUID) -> Exec
                 except OperationalError:
                     return False
 
-        if not on_own_connection(take):
+        apart = connections[jobs_settings.DATABASE].in_atomic_block
+        taken = on_own_connection(lambda: take(bounded=True)) if apart else take(bounded=False)
+        if not taken:
             raise JobAlreadyRunning(
                 f"job {job_type.name!r} holds lock {row.lock_key!r} elsewhere; not started"
             )

@@ -168,8 +168,8 @@ class LockInfo(Snapshot):
     job_name: str | None
     job_status: str | None
     worker: str
-    locked_until: datetime
-    expired: bool  # past locked_until: the next claim takes it over
+    locked_until: datetime | None  # only for keys taken without a worker process
+    expired: bool  # its holder is gone: the next claim or sweep frees it
     updated_at: datetime
 
 

@@ -36,7 +36,7 @@ class JobTypeLockAdmin(admin.ModelAdmin):
         css = {"all": ("django_jobs/admin.css",)}
 
     def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).defer(
+        return super().get_queryset(request).with_holder_state().defer(
             "job__data", "job__result", "job__error", "job__meta"
         )
 
@@ -67,6 +67,18 @@ class JobTypeLockAdmin(admin.ModelAdmin):
     @admin.display(description=_("expiry"), ordering="locked_until")
     def expiry(self, obj: JobTypeLock) -> str:
         now = clock.now()
+        if obj.owner_id is not None:
+            if getattr(obj, "owner_live", True):
+                return format_html(
+                    '<span class="dj-badge dj-status-running">{}</span>',
+                    _("held while its worker lives"),
+                )
+            return format_html(
+                '<span class="dj-badge dj-status-failed">{}</span>',
+                _("stale: its worker is lost; freed by the next sweep"),
+            )
+        if obj.locked_until is None:
+            return format_html('<span class="dj-badge dj-status-running">{}</span>', _("held"))
         if obj.locked_until <= now:
             return format_html(
                 '<span class="dj-badge dj-status-failed">expired {} ago</span>',
@@ -88,7 +100,7 @@ class JobTypeLockAdmin(admin.ModelAdmin):
     def release_expired(self, request: HttpRequest, queryset) -> None:
         keys = list(queryset.values_list("pk", flat=True))
         selected = len(keys)
-        expired = JobTypeLock.objects.filter(pk__in=keys, locked_until__lte=clock.now())
+        expired = JobTypeLock.objects.stale().filter(pk__in=keys)
         expired_keys = list(expired.values_list("pk", flat=True))
         released = expired.delete()[0]
         if released:
@@ -124,8 +136,7 @@ class JobTypeLockAdmin(admin.ModelAdmin):
                 self.message_user(request, f"The lock {key} is no longer held.", messages.INFO)
                 return HttpResponseRedirect(changelist)
             raise Http404("no such lock")
-        now = clock.now()
-        expired = lock.locked_until <= now
+        expired = JobTypeLock.objects.stale().filter(pk=lock.pk).exists()
         if request.method == "POST":
             return self._release(request, lock, expired, changelist)
         context = {
@@ -146,7 +157,7 @@ class JobTypeLockAdmin(admin.ModelAdmin):
     def _release(self, request, lock: JobTypeLock, expired: bool, changelist: str):
         rows = JobTypeLock.objects.filter(pk=lock.pk)
         if expired:
-            released = rows.filter(locked_until__lte=clock.now()).delete()[0]
+            released = rows.stale().delete()[0]
         elif request.POST.get("confirm") == "yes":
             # Only the holder the operator saw: if another run took the lock since, keep it.
             seen = request.POST.get("claim_id") or None

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .querysets import LockManager
+from .querysets import JobTypeLockManager
 
 
 class JobTypeLock(models.Model):
@@ -35,7 +35,7 @@ class JobTypeLock(models.Model):
     locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
-    objects = LockManager()
+    objects = JobTypeLockManager()
 
     class Meta:
         verbose_name = _("job type lock")

@@ -370,6 +370,32 @@ class WorkerManager(models.Manager.from_queryset(WorkerQuerySet)):  # type: igno
         return super().get_queryset().using(self._db or jobs_settings.DATABASE)
 
 
+class JobTypeLockQuerySet(models.QuerySet):
+    def stale(self) -> JobTypeLockQuerySet:
+        """Keys whose holder is gone: a worker process that is no longer live, or (keys taken
+        without a process) past ``locked_until``. The next claim or sweep frees them."""
+        from .worker import LIVE_STATES, Worker  # worker.py imports this module for its manager
+
+        live = Worker.objects.filter(state__in=LIVE_STATES).values("pk")
+        return self.filter(
+            Q(owner__isnull=True, locked_until__lte=clock.sql_now())
+            | (Q(owner__isnull=False) & ~Q(owner__in=live))
+        )
+
+    def with_holder_state(self) -> JobTypeLockQuerySet:
+        """Annotate ``owner_live``: the holding worker process is running or stopping."""
+        from .worker import LIVE_STATES, Worker  # worker.py imports this module for its manager
+
+        return self.annotate(owner_live=Exists(
+            Worker.objects.filter(pk=OuterRef("owner_id"), state__in=LIVE_STATES)
+        ))
+
+
+class JobTypeLockManager(models.Manager.from_queryset(JobTypeLockQuerySet)):  # type: ignore[misc]
+    def get_queryset(self) -> JobTypeLockQuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)
+
+
 class LockManager(models.Manager):
     def get_queryset(self) -> models.QuerySet:
         return super().get_queryset().using(self._db or jobs_settings.DATABASE)

@@ -109,6 +109,7 @@ class Worker:
         self._names: list[str] | None = None
         self._busy_at_last_claim = 0
         self._database_up_since = time.monotonic()
+        self._database_was_down = False
         self._names_read_at = 0.0
         self._paused_read_at = 0.0
         self.scheduler = Scheduler() if self.options.scheduler else None
@@ -306,14 +307,18 @@ class Worker:
         # Peers are judged only once this process has itself reached the database for
         # WORKER_LOST_AFTER: after an outage every live worker is overdue for a moment, and
         # beats again within a heartbeat interval.
-        up_since = max(self._database_up_since, self.monitor.last_database_error)
-        up_for = time.monotonic() - up_since
+        if self._database_was_down:
+            # The first look since the database came back (for this loop): count from now.
+            self._database_was_down = False
+            self._database_up_since = time.monotonic()
+        up_since = max(self._database_up_since, self.monitor.database_up_since)
+        up_for = 0.0 if self.monitor.database_down else time.monotonic() - up_since
         self.stats.rescued += len(
             rescue(me=self.row_id, write_off_others=up_for >= jobs_settings.WORKER_LOST_AFTER)
         )
 
     def _database_trouble(self, exc: Exception, failures: int) -> None:
-        self._database_up_since = time.monotonic()
+        self._database_was_down = True
         delay = min(0.1 * 2**failures, 5.0)
         logger.warning("worker %s: database error (%s); retrying in %.1fs", self.id, exc, delay)
         connection = connections[jobs_settings.DATABASE]

@@ -88,12 +88,13 @@ def _recover(runs, why: str, *, hooks: bool = True) -> list[Job]:
     recovered = []
     for job in runs:
         if job.started_at is None:
-            # Claimed, never started: back to the queue, no attempt used.
-            if release_row(job, job.claim_id):
+            # Claimed, never started: back to the queue, no attempt used. (Guarded on the
+            # start too: a run that started meanwhile is failed below, never put back.)
+            if release_row(job, job.claim_id, unstarted=True):
                 logger.warning("[%s] %s put back in the queue: it never started and %s",
                                job.name, job.pk, why)
                 recovered.append(job)
-            continue
+                continue
         outcome = Outcome.failed(f"worker lost: {why}")
         if record_outcome(job, job.claim_id, outcome):
             logger.warning("[%s] %s rescued: %s", job.name, job.pk, outcome.error)
@@ -132,21 +133,26 @@ def rescue_stale(now=None) -> list[Job]:
 
 def free_orphaned_locks() -> int:
     """Keys held for processes that are no longer live (their recovery freed the rest)."""
-    live = Worker.objects.live().values("pk")
-    return JobTypeLock.objects.filter(owner__isnull=False).exclude(owner__in=live).delete()[0]
+    return JobTypeLock.objects.stale().filter(owner__isnull=False).delete()[0]
 
 
 def fail_unknown() -> int:
     """Fail due rows whose job name no live worker has registered, after the grace period.
 
-    During a deploy, rows of a new job exist before the workers that know it; they wait.
-    Only when no live worker has known the name for ``UNKNOWN_JOB_GRACE`` are they failed.
+    During a deploy, rows of a new job exist before the workers that know it; they wait. A
+    row is failed only when it has been due for ``UNKNOWN_JOB_GRACE`` and every live worker
+    has run for that long without registering its name (a worker that started within the
+    grace may be the start of a deploy that brings it).
     """
     lost_after = jobs_settings.WORKER_LOST_AFTER
+    grace = jobs_settings.UNKNOWN_JOB_GRACE
     known = Worker.objects.registered_names(lost_after)
     if not known:
         return 0  # no live worker: nobody can tell what is unknown
-    grace = jobs_settings.UNKNOWN_JOB_GRACE
+    if Worker.objects.beating(lost_after).filter(
+        kind="worker", started_at__gt=clock.sql_now(-grace)
+    ).exists():
+        return 0
     rows = list(
         Job.objects.scheduled().filter(run_at__lt=clock.sql_now(-grace))
         .exclude(name__in=sorted(known)).values_list("pk", "name")[:BATCH]

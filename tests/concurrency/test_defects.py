@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.processes]
 LOST_AFTER = settings.DJANGO_JOBS["WORKER_LOST_AFTER"]
 
 needs_server = pytest.mark.skipif(
-    "connection.vendor == 'sqlite'", reason="a database server: SQLite has no connections to cut"
+    settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+    reason="a database server: SQLite has no connections to cut",
 )
 
 

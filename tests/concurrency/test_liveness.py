@@ -25,8 +25,10 @@ RESCUE_INTERVAL = settings.DJANGO_JOBS["RESCUE_INTERVAL"]
 HEARTBEAT = settings.DJANGO_JOBS["HEARTBEAT_INTERVAL"]
 HUNG_AFTER = settings.DJANGO_JOBS["HUNG_AFTER"]
 
+SQLITE = settings.DATABASES["default"]["ENGINE"].endswith("sqlite3")
+
 needs_row_locks = pytest.mark.skipif(
-    "connection.vendor == 'sqlite'",
+    SQLITE,
     reason="one host, one clock and one writer: SQLite proves nothing here",
 )
 

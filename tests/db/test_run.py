@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -337,3 +338,19 @@ def test_run_past_its_timeout_raises_job_timeout_and_frees_the_lock():
     assert "timed out" in row.error
     assert row.finished_at - row.started_at >= timedelta(seconds=1)
     assert_nothing_left_running()
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+    reason="SQLite has one writer: the caller's transaction holds every key there",
+)
+def test_run_inside_a_transaction_that_holds_the_key_uncommitted_gives_up_after_a_second():
+    # The caller's own transaction is inserting the key (not committed): run() takes keys on
+    # a connection of its own, which would wait for the caller, who waits for it.
+    JobTypeLock.objects.create(key="jobsapp.locked_sleep", worker="this-transaction:1",
+                               locked_until=timezone.now() + timedelta(minutes=5))
+    started = time.monotonic()
+    with pytest.raises(JobAlreadyRunning):
+        registry.get("jobsapp.locked_sleep").run(seconds=0)
+    assert time.monotonic() - started < 5.0
+    assert not Job.objects.exists()

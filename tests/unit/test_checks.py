@@ -271,3 +271,20 @@ def test_a_jobs_database_without_skip_locked_gets_warning_w002(monkeypatch):
     [warning] = check_database_features(databases=["default"])
     assert warning.id == "django_jobs.W002" and "10.6" in warning.msg and "8.0.1" in warning.msg
     assert check_database_features(databases=None) == []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"WORKER_LOST_AFTER": 10.0}, {"HEARTBEAT_INTERVAL": 20.0},
+     {"WORKER_LOST_AFTER": 2.9, "HEARTBEAT_INTERVAL": 1.0}],
+)
+def test_worker_lost_after_shorter_than_three_heartbeats_is_e007(values):
+    with override_settings(DJANGO_JOBS=values):
+        errors = check_settings()
+    assert ids(errors) == ["django_jobs.E007"]
+    assert "three heartbeat intervals" in errors[0].msg
+
+
+def test_worker_lost_after_of_exactly_three_heartbeats_passes():
+    with override_settings(DJANGO_JOBS={"WORKER_LOST_AFTER": 3.0, "HEARTBEAT_INTERVAL": 1.0}):
+        assert check_settings() == []

@@ -195,7 +195,9 @@ class Command(BaseCommand):
         rows = [
             [lock.key, f"{lock.job_name or '?'} {lock.job_id or ''}".strip(),
              lock.job_status or "-", lock.worker or "-",
-             "expired" if lock.expired else _when(lock.locked_until, now)]
+             "expired" if lock.expired else (
+                 _when(lock.locked_until, now) if lock.locked_until else "while its worker lives"
+             )]
             for lock in locks
         ]
         self.stdout.write(_table(rows, ["KEY", "HOLDER", "STATUS", "WORKER", "EXPIRES"]))
