@@ -64,7 +64,7 @@ def a_busy_day() -> None:
             ([], 0, 900, "lost"),
         ))
     ]
-    for n in range(2):
+    for _ in range(2):
         Job.objects.create(name="reports.build_monthly_report", status="running",
                            started_at=now - timedelta(minutes=3), owner=workers[0],
                            worker=workers[0].label, progress=0.4,
