@@ -10,14 +10,20 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.db import Error, connections
+
 from . import clock
+from .conf import jobs_settings
 from .exceptions import InvalidJobState, JobAlreadyRunning, JobStillRunning
+from .humanize import duration_words
 from .ids import id_prefix_range
 from .types import (
     Ensured,
+    Health,
+    HealthCheck,
     Inspection,
     JobInfo,
     JobStatusInfo,
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 
 #: Seconds between two looks at the database while ``stop()`` waits.
 STOP_POLL_INTERVAL = 0.1
+#: ``health()``: how long the oldest due job may wait before the check fails, by default.
+HEALTH_MAX_WAIT = 300.0
 
 
 def _as_uuid(value: Any) -> uuid.UUID | None:
@@ -157,11 +165,38 @@ class ControlAPI:
             for lock in held
         ]
 
+    def workers(self, *, include_lost: bool = True) -> builtins.list[WorkerInfo]:
+        """Every process that runs jobs, from its ``Worker`` row, by host and pid.
+
+        ``stale`` marks a running or stopping process silent for ``WORKER_LOST_AFTER`` (by the
+        database's clock): its peers are about to write it off. Lost rows stay for an hour.
+        Two queries' worth of work in one, however many workers and jobs.
+        """
+        # Models are imported when called: this module is imported with the package, before
+        # Django's app registry is ready.
+        from .models import Worker
+
+        now = clock.now()
+        rows = Worker.objects.with_liveness(jobs_settings.WORKER_LOST_AFTER).order_by(
+            "host", "pid", "started_at"
+        )
+        if not include_lost:
+            rows = rows.live()
+        return [
+            WorkerInfo(
+                id=row.pk, worker=row.label, kind=row.kind, host=row.host, pid=row.pid,
+                queues=tuple(row.queues or ()), concurrency=row.concurrency, busy=row.busy,
+                running=row.running_jobs, version=row.version, state=row.state,
+                started_at=row.started_at, last_heartbeat=row.heartbeat_at,
+                heartbeat_age=max(now - row.heartbeat_at, timedelta(0)),
+                stale=bool(row.overdue) and row.state != "lost",
+            )
+            for row in rows
+        ]
+
     def inspect(self) -> Inspection:
         """Queue depth per queue and status, the oldest due job's wait, running jobs, workers."""
-        from django.db.models import Min
-
-        from .models import Job
+        from .models import Job  # when called: see workers()
 
         now = clock.now()
         paused = set(self.paused_queues())
@@ -171,11 +206,7 @@ class ControlAPI:
             .values_list("queue", "status", "n")
         ):
             counts.setdefault(queue, {})[status] = n
-        due = {
-            row["queue"]: (row["n"], row["oldest"])
-            for row in Job.objects.alive().due(now).order_by().values("queue")
-            .annotate(n=_count(), oldest=Min("run_at"))
-        }
+        due = Job.objects.alive().due_by_queue(now)
         queues = []
         for queue in sorted(set(counts) | set(due) | paused):
             n, oldest = due.get(queue, (0, None))
@@ -187,21 +218,48 @@ class ControlAPI:
             RunInfo.from_job(job)
             for job in Job.objects.running().order_by("started_at").defer("data", "result")
         )
-        workers: dict[str, WorkerInfo] = {}
-        for run in running:
-            seen = workers.get(run.worker)
-            beats = [b for b in (seen and seen.last_heartbeat, run.heartbeat_at) if b]
-            workers[run.worker] = WorkerInfo(
-                worker=run.worker, running=(seen.running if seen else 0) + 1,
-                last_heartbeat=max(beats) if beats else None,
-            )
         oldest_due = [q.oldest_due_age for q in queues if q.oldest_due_age is not None]
         return Inspection(
             at=now, queues=tuple(queues), due=sum(q.due for q in queues),
             oldest_due_age=max(oldest_due) if oldest_due else None, running=running,
-            workers=tuple(workers[w] for w in sorted(workers)),
-            paused_queues=tuple(sorted(paused)),
+            workers=tuple(self.workers()), paused_queues=tuple(sorted(paused)),
         )
+
+    def health(self, max_wait: float = HEALTH_MAX_WAIT) -> Health:
+        """Whether jobs get run: the jobs database answers, some ``runjobs`` worker beat within
+        ``WORKER_LOST_AFTER``, and no due job (outside paused queues) has waited longer than
+        ``max_wait`` seconds. Never raises for a database that is down: it says so."""
+        from .models import Job, PausedQueue, Worker  # when called: see workers()
+
+        alias = jobs_settings.DATABASE
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+        except Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return Health(at=clock.now(), reachable=False, checks=(HealthCheck(
+                "database", False, f"the jobs database {alias!r} is unreachable: {reason}",
+            ),))
+        lost_after = jobs_settings.WORKER_LOST_AFTER
+        checks = [HealthCheck("database", True, f"the jobs database {alias!r} answers")]
+        beating = Worker.objects.beating(lost_after).filter(kind=Worker.Kind.WORKER).count()
+        checks.append(HealthCheck(
+            "workers", beating > 0,
+            f"{beating} runjobs worker(s) beat within {lost_after:g} s" if beating
+            else f"no runjobs worker has beaten within {lost_after:g} s",
+        ))
+        now = clock.now()
+        paused = builtins.list(PausedQueue.objects.values_list("queue", flat=True))
+        oldest = Job.objects.alive().oldest_due_run_at(exclude_queues=paused)
+        waited = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+        checks.append(HealthCheck(
+            "queue wait", waited <= max_wait,
+            "no job is due" if oldest is None
+            else f"the oldest due job has waited {duration_words(timedelta(seconds=waited))}"
+            f" (limit {duration_words(timedelta(seconds=max_wait))})",
+        ))
+        return Health(at=now, reachable=True, checks=tuple(checks))
 
     # -- starting -------------------------------------------------------------------------
 
@@ -434,7 +492,6 @@ def _finish_scheduled(job: Job, outcome, now) -> bool:
     from django.db import transaction
 
     from . import payload
-    from .conf import jobs_settings
     from .execution import schedule_retry
     from .models import Job, JobStatus
 

@@ -186,11 +186,32 @@ class QueueInfo(Snapshot):
 
 @dataclass(frozen=True)
 class WorkerInfo(Snapshot):
-    """A worker seen through the jobs it is running."""
+    """One process that runs jobs, from its ``Worker`` row (``registry.workers()``)."""
 
-    worker: str
-    running: int
-    last_heartbeat: datetime | None
+    id: uuid.UUID
+    worker: str  # "host:pid", as the jobs it runs say in Job.worker
+    kind: str  # "worker" (manage.py runjobs) or "run" (a process inside fn.run())
+    host: str
+    pid: int
+    queues: tuple[str, ...]  # empty: every queue
+    concurrency: int
+    busy: int  # runs held, as the process last reported with its heartbeat
+    running: int  # running rows it owns, as the job table says
+    version: str
+    state: str  # running, stopping or lost
+    started_at: datetime
+    last_heartbeat: datetime
+    heartbeat_age: timedelta  # at the time of the snapshot
+    stale: bool  # running or stopping, yet silent for WORKER_LOST_AFTER: about to be lost
+
+    @property
+    def lost(self) -> bool:
+        return self.state == "lost"
+
+    @property
+    def alive(self) -> bool:
+        """Beating: running or stopping, and heard from within ``WORKER_LOST_AFTER``."""
+        return not self.lost and not self.stale
 
 
 @dataclass(frozen=True)
@@ -202,5 +223,30 @@ class Inspection(Snapshot):
     due: int
     oldest_due_age: timedelta | None
     running: tuple[RunInfo, ...]
-    workers: tuple[WorkerInfo, ...]
+    workers: tuple[WorkerInfo, ...]  # every Worker row, lost ones included
     paused_queues: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HealthCheck(Snapshot):
+    """One check of ``registry.health()``."""
+
+    name: str  # "database", "workers", "queue wait"
+    ok: bool
+    detail: str  # one line, for a person
+
+
+@dataclass(frozen=True)
+class Health(Snapshot):
+    """Whether the job system works (``registry.health()``; ``manage.py jobs health``)."""
+
+    at: datetime
+    reachable: bool  # the jobs database answered; when not, the other checks were skipped
+    checks: tuple[HealthCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and all(check.ok for check in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "ok": self.ok}

@@ -1,4 +1,5 @@
-"""The django-jobs admin: the job list and pages, the job types dashboard and the locks page.
+"""The django-jobs admin: the job list and pages, the job types dashboard, the overview, the
+failures, workers and locks pages.
 
 Read-only: operators act through actions and buttons that call the public API, each behind its
 own permission (``django_jobs.cancel_job``, ``retry_job``, ``run_job``; releasing a lock takes
@@ -7,11 +8,13 @@ own permission (``django_jobs.cancel_job``, ``retry_job``, ``run_job``; releasin
 
 from django.contrib import admin
 
-from ..models import Job, JobTypeLock
+from ..models import Job, JobTypeLock, Worker
 from .job import JobAdmin
 from .lock import JobTypeLockAdmin
+from .worker import WorkerAdmin
 
 admin.site.register(Job, JobAdmin)
 admin.site.register(JobTypeLock, JobTypeLockAdmin)
+admin.site.register(Worker, WorkerAdmin)
 
-__all__ = ["JobAdmin", "JobTypeLockAdmin"]
+__all__ = ["JobAdmin", "JobTypeLockAdmin", "WorkerAdmin"]

@@ -32,12 +32,13 @@ from .. import clock
 from ..exceptions import InvalidJobState, JobNotFound, UnknownJob
 from ..ids import SHORT_ID_MIN, short_id
 from ..jobtypes import registry
-from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue
+from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, Worker
 from ..models.querysets import id_prefix_q
 from . import display
 from .audit import log_jobs, log_other
 from .dashboard import DashboardMixin
 from .failures import FailuresMixin
+from .overview import OverviewMixin
 
 #: Never read on the list: they can be large (payloads, results, tracebacks).
 LARGE_FIELDS = ("data", "result", "error", "meta")
@@ -115,7 +116,7 @@ class JobChangeList(ChangeList):
         super().get_results(request)
 
 
-class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
+class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
     # Seven columns that wrap: the list fits a 1280 px screen beside the admin's sidebars.
     list_display = (
         "job", "status_cell", "progress_cell", "times", "queue_display", "worker_display",
@@ -134,7 +135,7 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
         "name", "status_badge", "progress_bar", "message", "eta_display", "elapsed", "queue",
         "priority", "attempt_display", "worker", "run_at_display", "created_at_display",
         "started_at_display", "finished_at_display", "heartbeat_at_display",
-        "locked_until_display", "cancel_requested_at_display", "payload",
+        "locked_until_display", "cancel_requested_at_display", "payload", "worker_link",
         "result_display", "error_display", "meta_display", "unique_key", "lock_key",
         "occurrence", "created_by", "history",
     )
@@ -184,6 +185,28 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return JobChangeList
+
+    def can_view_workers(self, request: HttpRequest) -> bool:
+        worker_admin = self.admin_site._registry.get(Worker)
+        return worker_admin is not None and worker_admin.has_view_permission(request)
+
+    def get_list_display(self, request: HttpRequest):
+        # The worker column links to the worker's page for those who may open it.
+        columns = super().get_list_display(request)
+        if not self.can_view_workers(request):
+            return columns
+        return tuple("worker_link" if c == "worker_display" else c for c in columns)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if not self.can_view_workers(request):
+            return fieldsets
+        return tuple(
+            (title, {**options, "fields": tuple(
+                "worker_link" if f == "worker" else f for f in options["fields"]
+            )})
+            for title, options in fieldsets
+        )
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -308,6 +331,15 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
     @admin.display(description=_("worker"), ordering="worker")
     def worker_display(self, obj: Job) -> str:
         return display.live_text(obj, "worker", obj.worker or display.DASH)
+
+    @admin.display(description=_("worker"), ordering="worker")
+    def worker_link(self, obj: Job) -> str:
+        """``host:pid``; while the job runs, a link to the worker process that holds it."""
+        text = display.live_text(obj, "worker", obj.worker or display.DASH)
+        if obj.status != JobStatus.RUNNING or obj.owner_id is None:
+            return text
+        url = reverse(f"{self.admin_site.name}:django_jobs_worker_change", args=[obj.owner_id])
+        return format_html('<a href="{}" class="dj-worker-link">{}</a>', url, text)
 
     @admin.display(description=_("attempt"), ordering="attempt")
     def attempt_display(self, obj: Job) -> str:
@@ -489,6 +521,7 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
             path("pause/", wrap(self.pause_view), name=self.url_name("pause")),
             *self.dashboard_urls(),
             *self.failures_urls(),
+            *self.overview_urls(),
             path("<path:object_id>/cancel/", wrap(self.cancel_view),
                  name=self.url_name("cancel")),
             path("<path:object_id>/retry/", wrap(self.retry_view), name=self.url_name("retry")),
@@ -574,6 +607,7 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
         context: dict[str, Any] = {
             "dashboard_url": self.dashboard_url(),
             "failures_url": self.admin_url("failures"),
+            "overview_url": self.admin_url("overview"),
             "dj_live": {
                 "url": self.admin_url("live"),
                 "interval": LIVE_INTERVAL_MS,
@@ -583,6 +617,10 @@ class JobAdmin(DashboardMixin, FailuresMixin, admin.ModelAdmin):
         if lock_admin is not None and lock_admin.has_view_permission(request):
             context["locks_url"] = reverse(
                 f"{self.admin_site.name}:{self.opts.app_label}_jobtypelock_changelist"
+            )
+        if self.can_view_workers(request):
+            context["workers_url"] = reverse(
+                f"{self.admin_site.name}:{self.opts.app_label}_worker_changelist"
             )
         return context
 

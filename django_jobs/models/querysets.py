@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from django.apps import apps
 from django.db import IntegrityError, connections, models, transaction
-from django.db.models import Exists, Expression, Max, Min, OuterRef, Q
-from django.db.models.functions import Left
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    Expression,
+    ExpressionWrapper,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce, Left, Trunc
 
 from .. import clock
 from ..conf import jobs_settings
@@ -24,6 +38,19 @@ T = TypeVar("T")
 
 #: The error of a pending job cancelled by ``unique="replace"``.
 REPLACED = "replaced by a newer job with the same unique key"
+
+STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled", "skipped")
+FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "skipped")
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    """Rows of one status: exact, estimated by the database's statistics, or "more than"."""
+
+    status: str
+    count: int
+    estimated: bool = False  # from PostgreSQL's statistics: "about count"
+    capped: bool = False  # counting stopped at count: "more than count - 1"
 
 
 def _now(now: datetime | None) -> datetime | Expression:
@@ -68,7 +95,7 @@ class JobQuerySet(models.QuerySet):
         return self.pending().filter(occurrence__isnull=False)
 
     def finished(self) -> JobQuerySet:
-        return self.filter(status__in=("succeeded", "failed", "cancelled", "skipped"))
+        return self.filter(status__in=FINISHED_STATUSES)
 
     def for_name(self, name: str) -> JobQuerySet:
         return self.filter(name=name)
@@ -185,6 +212,143 @@ class JobQuerySet(models.QuerySet):
     def with_error_head(self, length: int = ERROR_HEAD_LENGTH) -> JobQuerySet:
         """Annotate ``error_head``: the start of ``error``, without reading whole tracebacks."""
         return self.annotate(error_head=Left("error", length))
+
+    def due_by_queue(self, now: datetime | None = None) -> dict[str, tuple[int, datetime]]:
+        """``{queue: (due rows, the oldest due run_at)}``: one grouped query on the due index."""
+        rows = self.due(now).order_by().values("queue").annotate(n=Count("pk"), oldest=Min(
+            "run_at"
+        ))
+        return {row["queue"]: (row["n"], row["oldest"]) for row in rows}
+
+    def running_by_queue(self) -> dict[str, int]:
+        """``{queue: running rows}``: one grouped query on the running rows' partial index."""
+        rows = self.running().order_by().values("queue").annotate(n=Count("pk"))
+        return {row["queue"]: row["n"] for row in rows}
+
+    def finished_since(self, since: datetime | Expression) -> JobQuerySet:
+        """Finished rows that ended at or after ``since`` (a range on ``django_jobs_finished``)."""
+        return self.finished().filter(finished_at__gte=since)
+
+    def finished_per_period(
+        self, since: datetime, period: str
+    ) -> list[tuple[datetime, str, int]]:
+        """``(start of the period, status, rows)`` of rows finished since ``since``, grouped
+        by ``period`` ("minute", "hour") in the database: one query, whatever the rows.
+
+        Periods are cut in UTC: no engine needs time zone tables, and every zone whose offset
+        is whole hours sees the same minutes and hours.
+        """
+        rows = (
+            self.finished_since(since).order_by()
+            .annotate(period=Trunc("finished_at", period, tzinfo=UTC))
+            .values("period", "status").annotate(n=Count("pk"))
+            .values_list("period", "status", "n")
+        )
+        return [(start, status, n) for start, status, n in rows]
+
+    def finished_by_name(
+        self, since: datetime, recent: datetime
+    ) -> list[tuple[str, str, int, int]]:
+        """``(name, status, rows since since, rows since recent)``: one grouped query."""
+        rows = (
+            self.finished_since(since).order_by().values("name", "status")
+            .annotate(n=Count("pk"), recent=Count("pk", filter=Q(finished_at__gte=recent)))
+            .values_list("name", "status", "n", "recent")
+        )
+        return list(rows)
+
+    def run_times_since(
+        self, since: datetime | Expression, limit: int
+    ) -> list[tuple[str, datetime, datetime]]:
+        """``(name, started_at, finished_at)`` of the newest ``limit`` runs finished since
+        ``since`` that had started (a cancelled scheduled row never ran)."""
+        return list(
+            self.finished_since(since).filter(started_at__isnull=False)
+            .order_by("-finished_at").values_list("name", "started_at", "finished_at")[:limit]
+        )
+
+    def oldest_due_run_at(
+        self, now: datetime | None = None, exclude_queues: Iterable[str] = ()
+    ) -> datetime | None:
+        """The ``run_at`` of the due row that has waited longest, outside ``exclude_queues``."""
+        qs = self.due(now)
+        exclude_queues = list(exclude_queues)
+        if exclude_queues:
+            qs = qs.exclude(queue__in=exclude_queues)
+        return qs.order_by("run_at").values_list("run_at", flat=True).first()
+
+    def table_estimate(self) -> int | None:
+        """The engine's own estimate of the rows in the job table, without counting them:
+        ``reltuples`` on PostgreSQL, ``TABLE_ROWS`` on MariaDB/MySQL; ``None`` elsewhere or
+        when the table was never analysed."""
+        connection = connections[self.db]
+        table = self.model._meta.db_table
+        if connection.vendor == "postgresql":
+            query = "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass"
+            params = [connection.ops.quote_name(table)]
+        elif connection.vendor == "mysql":
+            query = (
+                "SELECT TABLE_ROWS FROM information_schema.TABLES "
+                "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s"
+            )
+            params = [table]
+        else:
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(query, params)
+            row = cursor.fetchone()
+        if row is None or row[0] is None or row[0] < 0:
+            return None
+        return int(row[0])
+
+    def status_estimates(self) -> dict[str, int]:
+        """Rows per status from PostgreSQL's column statistics (``pg_stats``): the share of
+        each common value times the table's estimated rows. Empty elsewhere, or before the
+        table was analysed."""
+        connection = connections[self.db]
+        if connection.vendor != "postgresql":
+            return {}
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.reltuples::bigint, s.most_common_vals::text::text[], "
+                "s.most_common_freqs FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace JOIN pg_stats s ON s.schemaname = n.nspname "
+                "AND s.tablename = c.relname WHERE c.oid = %s::regclass AND s.attname = 'status'",
+                [connection.ops.quote_name(self.model._meta.db_table)],
+            )
+            row = cursor.fetchone()
+        if row is None or row[0] is None or row[0] < 0 or row[1] is None:
+            return {}
+        total, values, shares = row
+        return {value: round(total * share) for value, share in zip(values, shares, strict=True)}
+
+    def status_counts(self, cap: int) -> list[StatusCount]:
+        """Rows per status of the whole table, cheap on a large one.
+
+        Up to ``cap`` rows (by the engine's estimate, or a count that stops at ``cap + 1``),
+        one exact grouped count. Past it: PostgreSQL's statistics ("about N") for the
+        finished statuses and, on every engine, counts that stop at ``cap + 1`` for the rest
+        (scheduled and running rows have partial indexes; on MariaDB every index on
+        ``status`` is whole). A fixed number of queries, however many rows.
+        """
+        size = self.table_estimate()
+        if size is None:
+            size = self.order_by().values("pk")[: cap + 1].count()
+        if size <= cap:
+            exact = dict(
+                self.order_by().values("status").annotate(n=Count("pk"))
+                .values_list("status", "n")
+            )
+            return [StatusCount(status, exact.get(status, 0)) for status in STATUSES]
+        estimates = self.status_estimates()
+        counts = []
+        for status in STATUSES:
+            if status in FINISHED_STATUSES and status in estimates:
+                counts.append(StatusCount(status, estimates[status], estimated=True))
+                continue
+            n = self.filter(status=status).order_by().values("pk")[: cap + 1].count()
+            counts.append(StatusCount(status, n, capped=n > cap))
+        return counts
 
     def failed_since(self, since: datetime) -> JobQuerySet:
         """Failed rows that ended at or after ``since``, newest first."""
@@ -354,6 +518,33 @@ class WorkerQuerySet(models.QuerySet):
         return self.filter(pk=worker_id).live().update(
             heartbeat_at=clock.sql_now(), **fields
         ) == 1
+
+    def with_liveness(self, lost_after: float) -> WorkerQuerySet:
+        """Annotate ``overdue`` (no heartbeat for ``lost_after`` seconds by the database's
+        clock: a live process that its peers are about to write off) and ``running_jobs``
+        (running rows it owns, from the partial index on ``owner``)."""
+        job = apps.get_model("django_jobs", "Job")  # by name: job.py imports this module
+        owned = (
+            job.objects.running().filter(owner=OuterRef("pk")).order_by().values("owner")
+            .annotate(n=Count("pk")).values("n")
+        )
+        return self.annotate(
+            overdue=ExpressionWrapper(
+                Q(heartbeat_at__lt=clock.sql_now(-lost_after)), output_field=BooleanField()
+            ),
+            running_jobs=Coalesce(Subquery(owned, output_field=IntegerField()), Value(0)),
+        )
+
+    def state_counts(self, lost_after: float) -> dict[str, int]:
+        """``{"beating": n, "overdue": n, "lost": n}`` over every row: one query."""
+        counts = self.order_by().aggregate(
+            beating=Count("pk", filter=Q(state__in=("running", "stopping"),
+                                         heartbeat_at__gte=clock.sql_now(-lost_after))),
+            overdue=Count("pk", filter=Q(state__in=("running", "stopping"),
+                                         heartbeat_at__lt=clock.sql_now(-lost_after))),
+            lost=Count("pk", filter=Q(state="lost")),
+        )
+        return {key: value or 0 for key, value in counts.items()}
 
     def registered_names(self, lost_after: float) -> set[str]:
         """Every job name some beating worker process has registered."""

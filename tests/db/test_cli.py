@@ -16,7 +16,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_jobs import registry
-from django_jobs.models import Job, JobSchedule, JobStatus, PausedQueue
+from django_jobs.models import Job, JobSchedule, JobStatus, PausedQueue, Worker
 from django_jobs.testing import frozen_clock
 from django_jobs.worker.claim import claim
 from tests.conftest import ROOT
@@ -250,15 +250,18 @@ def test_inspect_shows_queue_depth_oldest_due_running_jobs_and_workers():
     with frozen_clock(T0) as clock:
         registry.enqueue("jobsapp.echo", queue="mail")
         running = registry.enqueue("jobsapp.echo")
-        claim("box:3", 1, ids=[running.pk])
+        box = Worker.objects.create(host="box", pid=3, started_at=T0, heartbeat_at=T0)
+        claim("box:3", 1, ids=[running.pk], owner=box.pk)
         clock.advance(minutes=3)
         out = jobs("inspect")
         data = jobs_json("inspect")
     assert "mail" in out and "3 min" in out and "box:3" in out and str(running.pk) in out
     mail = next(q for q in data["queues"] if q["queue"] == "mail")
     assert (mail["due"], mail["oldest_due_age"], mail["counts"]) == (1, 180.0, {"scheduled": 1})
-    assert data["workers"] == [{"worker": "box:3", "running": 1,
-                                "last_heartbeat": T0.isoformat()}]
+    [worker] = data["workers"]
+    assert (worker["worker"], worker["running"], worker["last_heartbeat"]) == (
+        "box:3", 1, T0.isoformat())
+    assert worker["heartbeat_age"] == 180.0 and worker["stale"] is True
 
 
 # -- pause and resume -----------------------------------------------------------------------

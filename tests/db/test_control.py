@@ -445,7 +445,7 @@ def test_inspect_counts_jobs_per_queue_and_status_and_ages_the_oldest_due_job():
     assert queues["idle"].paused and report.paused_queues == ("idle",)
     assert report.due == 2 and report.oldest_due_age == timedelta(minutes=2, seconds=30)
     assert [r.id for r in report.running] == [running.pk]
-    assert [(w.worker, w.running) for w in report.workers] == [("box:7", 1)]
+    assert report.workers == ()  # workers come from Worker rows; this claim made none
     json.dumps(report.as_dict())
 
 

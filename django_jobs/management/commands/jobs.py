@@ -1,12 +1,14 @@
 """``manage.py jobs``: look at and control jobs from the shell. Parses, calls
 ``django_jobs.registry``, prints. Exit statuses: 0 done, 1 refused or the job failed, 2 bad
-input, 3 no such job (name or id), 130 interrupted while waiting.
+input, 3 no such job (name or id), 130 interrupted while waiting. ``health``: 0 healthy, 1 a
+check failed, 2 the jobs database is unreachable.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import OperationalError, ProgrammingError
 
 from django_jobs import clock, registry
+from django_jobs.control import HEALTH_MAX_WAIT
 from django_jobs.exceptions import (
     AmbiguousJobId,
     InvalidJobState,
@@ -25,12 +28,14 @@ from django_jobs.exceptions import (
 )
 from django_jobs.humanize import duration_words, parse_duration
 from django_jobs.models.tables import MIGRATE_MESSAGE, is_missing_table
-from django_jobs.types import JobStatusInfo
+from django_jobs.types import JobStatusInfo, WorkerInfo
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_INTERRUPTED = 130
+#: ``health``: the jobs database did not answer (the other checks could not run).
+EXIT_UNREACHABLE = 2
 WAIT_POLL_INTERVAL = 0.2
 #: With --wait, seconds a due job may wait before the command says no worker seems to serve it.
 NO_WORKER_AFTER = 5.0
@@ -99,6 +104,13 @@ class Command(BaseCommand):
         add("prune", "Delete finished jobs older than their keep.", True)
         add("locks", "Held job type locks.", True)
         add("inspect", "Queue depths, the oldest due job, running jobs and their workers.", True)
+        add("workers", "Worker processes: host, pid, queues, runs held, last heartbeat, state.",
+            True)
+        p = add("health", "Exit 0 if jobs get run: the database answers, a worker beats, and no "
+                "due job waits too long; 1 if a check fails, 2 if the database is unreachable.",
+                True)
+        p.add_argument("--max-wait", type=float, default=HEALTH_MAX_WAIT, metavar="SECONDS",
+                       help=f"Longest wait of the oldest due job ({HEALTH_MAX_WAIT:g}).")
         for name, what in (("pause", "recurring job"), ("resume", "recurring job"),
                            ("pause-queue", "queue"), ("resume-queue", "queue")):
             verb = name.split("-")[0]
@@ -227,9 +239,44 @@ class Command(BaseCommand):
             self.stdout.write(_table(rows, ["NAME", "ID", "WORKER", "PROGRESS", "STARTED"]))
         if report.workers:
             self.stdout.write("\nWorkers:")
-            rows = [[w.worker, str(w.running), _when(w.last_heartbeat, report.at)]
-                    for w in report.workers]
-            self.stdout.write(_table(rows, ["WORKER", "RUNNING", "LAST HEARTBEAT"]))
+            self.stdout.write(self.workers_table(report.workers))
+
+    def do_workers(self, options: dict[str, Any]) -> None:
+        workers = registry.workers()
+        if self.as_json:
+            return self.emit([worker.as_dict() for worker in workers])
+        if not workers:
+            self.stdout.write("No worker process has a row: is `manage.py runjobs` running?")
+            return
+        self.stdout.write(self.workers_table(workers))
+
+    @staticmethod
+    def workers_table(workers: Iterable[WorkerInfo]) -> str:
+        rows = []
+        for w in workers:
+            state = w.state + (" (stale)" if w.stale else "")
+            rows.append([
+                w.worker, w.kind, state, ",".join(w.queues) or "*",
+                f"{w.busy}/{w.concurrency}", str(w.running),
+                f"{duration_words(w.heartbeat_age)} ago", w.version or "-",
+                w.started_at.isoformat(timespec="seconds"),
+            ])
+        return _table(rows, ["WORKER", "KIND", "STATE", "QUEUES", "BUSY", "RUNNING",
+                             "HEARTBEAT", "VERSION", "STARTED"])
+
+    def do_health(self, options: dict[str, Any]) -> None:
+        if options["max_wait"] < 0:
+            raise CommandError("--max-wait must be 0 or more seconds", returncode=EXIT_USAGE)
+        health = registry.health(max_wait=options["max_wait"])
+        if self.as_json:
+            self.emit(health.as_dict())
+        else:
+            for check in health.checks:
+                self.stdout.write(f"{check.name}: {'ok' if check.ok else 'FAIL'}: {check.detail}")
+        if not health.reachable:
+            raise SystemExit(EXIT_UNREACHABLE)
+        if not health.ok:
+            raise SystemExit(EXIT_FAILED)
 
     # -- acting ---------------------------------------------------------------------------
 
