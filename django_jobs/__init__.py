@@ -19,11 +19,15 @@ from .exceptions import (
     LockKeyError,
     UnknownJob,
 )
-from .jobtypes import JobType, job, registry
+from .jobtypes import JobType, job
+from .jobtypes import registry as _job_types
 from .version import __version__
 
 if TYPE_CHECKING:
+    from .control import ControlAPI
     from .models import Job
+
+    registry: ControlAPI
 
 
 __all__ = [
@@ -50,6 +54,14 @@ __all__ = [
 
 def enqueue(name: str, /, *args: Any, **data: Any) -> Job:
     """Enqueue the registered job ``name`` with ``data``; options as for ``fn.enqueue()``."""
-    from .enqueuing import enqueue as _enqueue
+    return _job_types.get(name).enqueue(*args, **data)
 
-    return _enqueue(name, *args, **data)
+
+def __getattr__(name: str) -> Any:
+    if name == "registry":
+        # The control API reads and writes rows, so it loads on first use: this package is
+        # imported while Django populates its apps, before the models exist.
+        from .control import registry
+
+        return registry
+    raise AttributeError(f"module 'django_jobs' has no attribute {name!r}")

@@ -14,7 +14,9 @@ django_jobs.W002  the jobs database server has no SELECT ... FOR UPDATE SKIP LOC
 from __future__ import annotations
 
 import difflib
+import os
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +24,7 @@ from django.core.checks import Error, Warning
 from django.db import connections
 
 from .conf import DEFAULTS, TYPES, jobs_settings
+from .jobtypes import registry
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -128,10 +131,6 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[Warning]:
 
 
 def check_job_types(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    import os
-    from datetime import UTC, datetime
-
-    from .jobtypes import registry
 
     errors = []
     for job_type in registry:

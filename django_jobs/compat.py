@@ -43,6 +43,8 @@ def _is_jobs_backend(path: str) -> bool:
         backend = import_string(path)
     except ImportError:
         return False  # Django's own InvalidTaskBackend reports it when the backend is used.
+    # A subclass of ours imported fine, so django.tasks exists (Django >= 6.0): only now can the
+    # backend module, which needs it, be loaded.
     from .backends import JobsBackend
 
     return isinstance(backend, type) and issubclass(backend, JobsBackend)

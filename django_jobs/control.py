@@ -11,15 +11,23 @@ import builtins
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from django.db import Error, connections
+from django.conf import settings
+from django.db import Error, connections, transaction
+from django.db.models import Count
 
-from . import clock
+from . import clock, payload, signals
 from .conf import jobs_settings
+from .enqueuing import ENQUEUE_OPTIONS, _maybe_eager, _save_unique, build_row
 from .exceptions import InvalidJobState, JobAlreadyRunning, JobStillRunning
-from .humanize import duration_words
+from .execution import Outcome, record_outcome, schedule_retry, send_robust
+from .humanize import cron_words, duration_words, every_words
 from .ids import id_prefix_range
+from .jobtypes import JobType, Registry
+from .jobtypes import registry as job_types
+from .models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, Worker
+from .pruning import prune
 from .types import (
     Ensured,
     Health,
@@ -32,10 +40,7 @@ from .types import (
     RunInfo,
     WorkerInfo,
 )
-
-if TYPE_CHECKING:
-    from .jobtypes import JobType
-    from .models import Job
+from .worker.scheduler import reset
 
 #: Seconds between two looks at the database while ``stop()`` waits.
 STOP_POLL_INTERVAL = 0.1
@@ -53,13 +58,43 @@ def _as_uuid(value: Any) -> uuid.UUID | None:
 
 
 class ControlAPI:
-    """Mixed into ``Registry``; every method goes through the same QuerySet vocabulary."""
+    """``django_jobs.registry``: the registered job types, and what an operator can do with
+    their rows. Composed over the registry of declarations (``django_jobs.jobtypes``), which
+    it answers for too, so ``registry.get(name)`` and ``registry.cancel(id)`` sit side by side.
+    Every method goes through the same QuerySet vocabulary.
+    """
 
-    def get(self, name: str) -> JobType:  # provided by Registry
-        raise NotImplementedError
+    def __init__(self, declared: Registry) -> None:
+        self.declared = declared
 
-    def names(self) -> builtins.list[str]:  # provided by Registry
-        raise NotImplementedError
+    # -- the declarations -----------------------------------------------------------------
+
+    def get(self, name: str) -> JobType:
+        return self.declared.get(name)
+
+    def names(self) -> builtins.list[str]:
+        return self.declared.names()
+
+    def disabled_names(self) -> builtins.list[str]:
+        return self.declared.disabled_names()
+
+    def register(self, job_type: JobType) -> JobType:
+        return self.declared.register(job_type)
+
+    def unregister(self, name: str) -> None:
+        self.declared.unregister(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.declared
+
+    def __iter__(self):
+        return iter(self.declared)
+
+    def __len__(self) -> int:
+        return len(self.declared)
+
+    def __bool__(self) -> bool:
+        return True
 
     # -- looking --------------------------------------------------------------------------
 
@@ -68,9 +103,6 @@ class ControlAPI:
 
         A fixed number of queries, however many jobs are registered.
         """
-        from .humanize import cron_words, every_words
-        from .models import Job, JobSchedule
-
         names = self.names()
         now = clock.now()
         scheduled = Job.objects.alive().scheduled().filter(name__in=names)
@@ -120,15 +152,11 @@ class ControlAPI:
 
     def running(self, name: str) -> Job | None:
         """The running job of ``name`` (the oldest if several run), or ``None``."""
-        from .models import Job
-
         self.get(name)
         return Job.objects.for_name(name).running().order_by("started_at").first()
 
     def latest(self, name: str) -> Job | None:
         """The most recently created job of ``name``, or ``None``."""
-        from .models import Job
-
         self.get(name)
         return Job.objects.latest_for(name)
 
@@ -138,14 +166,10 @@ class ControlAPI:
         A hint that a worker serves the queue, not a proof: it is only as recent as the last
         job started there.
         """
-        from .models import Job
-
         return Job.objects.in_queues([queue]).started_since(since).exists()
 
     def locks(self) -> builtins.list[LockInfo]:
         """Every held ``JobTypeLock``, with its holder job and whether it has expired."""
-        from .models import Job, JobTypeLock
-
         held = builtins.list(JobTypeLock.objects.order_by("key"))
         stale = set(JobTypeLock.objects.stale().values_list("key", flat=True))
         holders = {
@@ -174,7 +198,6 @@ class ControlAPI:
         """
         # Models are imported when called: this module is imported with the package, before
         # Django's app registry is ready.
-        from .models import Worker
 
         now = clock.now()
         rows = Worker.objects.with_liveness(jobs_settings.WORKER_LOST_AFTER).order_by(
@@ -196,8 +219,6 @@ class ControlAPI:
 
     def inspect(self) -> Inspection:
         """Queue depth per queue and status, the oldest due job's wait, running jobs, workers."""
-        from .models import Job  # when called: see workers()
-
         now = clock.now()
         paused = set(self.paused_queues())
         counts: dict[str, dict[str, int]] = {}
@@ -229,8 +250,6 @@ class ControlAPI:
         """Whether jobs get run: the jobs database answers, some ``runjobs`` worker beat within
         ``WORKER_LOST_AFTER``, and no due job (outside paused queues) has waited longer than
         ``max_wait`` seconds. Never raises for a database that is down: it says so."""
-        from .models import Job, PausedQueue, Worker  # when called: see workers()
-
         alias = jobs_settings.DATABASE
         try:
             with connections[alias].cursor() as cursor:
@@ -277,9 +296,6 @@ class ControlAPI:
         Two callers racing are settled by the database: the new row carries the unique key
         ``name`` (unless you pass ``unique_key=``), so only one of them is inserted.
         """
-        from .enqueuing import ENQUEUE_OPTIONS, _maybe_eager, _save_unique, build_row
-        from .models import Job
-
         job_type = self.get(name)
         # "running" sorts before "scheduled": a running job is returned first.
         existing = Job.objects.for_name(name).alive().pending().order_by("status", "run_at")
@@ -300,9 +316,6 @@ class ControlAPI:
         For a job locked per payload (``lock=`` a function), only a running job holding the
         same lock key counts.
         """
-        from .enqueuing import ENQUEUE_OPTIONS
-        from .models import Job
-
         job_type = self.get(name)
         running = Job.objects.for_name(name).running()
         if callable(job_type.lock) and job_type.lock is not True:
@@ -315,9 +328,13 @@ class ControlAPI:
             )
         return job_type.enqueue(**data)
 
-    def retry(self, job_id: Any) -> Job:
+    def retry(self, job_id: Any, *, created_by: Any = None) -> Job:
         """Schedule a new run of a finished job with its payload; see ``Job.retry()``."""
-        return self._job(job_id).retry()
+        job = self._job(job_id)
+        return job.retry(created_by=created_by, replace=self._unique_policy(job.name) == "replace")
+
+    def _unique_policy(self, name: str) -> str | None:
+        return self.get(name).unique if name in self else None
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -343,7 +360,6 @@ class ControlAPI:
         ids = builtins.list(targets.pending().values_list("pk", flat=True))
         targets.cancel(clock.now())
         deadline = time.monotonic() + timeout
-        from .models import Job
 
         while True:
             still = builtins.list(Job.objects.filter(pk__in=ids).running().values_list("pk",
@@ -366,10 +382,6 @@ class ControlAPI:
         expired); refused with ``InvalidJobState`` while a live worker holds it or once it
         has finished.
         """
-        from . import payload
-        from .execution import Outcome
-        from .models import JobStatus
-
         problem = payload.find_non_json(result, "the result")
         if problem:
             raise TypeError(f"{problem}; a result must be JSON-serialisable")
@@ -381,14 +393,10 @@ class ControlAPI:
 
         With ``retry=True`` a next attempt is scheduled if the job has attempts left.
         """
-        from .execution import Outcome
-
         return self._record_elsewhere(job_id, Outcome.failed(str(message), retry=retry))
 
     def prune(self) -> int:
         """Delete finished jobs older than their ``keep``; return how many were deleted."""
-        from .pruning import prune
-
         return prune()
 
     # -- pausing --------------------------------------------------------------------------
@@ -396,9 +404,6 @@ class ControlAPI:
     def pause(self, name: str) -> None:
         """Pause a recurring job on every worker: pending occurrences are cancelled and no new
         ones are created until ``resume(name)``, which starts again from the next occurrence."""
-        from .models import JobSchedule
-        from .worker.scheduler import reset
-
         job_type = self.get(name)
         if not job_type.is_recurring:
             raise ValueError(f"job {name!r} is not recurring; only recurring jobs are paused")
@@ -407,41 +412,29 @@ class ControlAPI:
 
     def resume(self, name: str) -> None:
         """Undo ``pause(name)``; the job runs again from its next occurrence."""
-        from .models import JobSchedule
-
         self.get(name)
         JobSchedule.objects.filter(name=name).update(paused=False)
 
     def pause_queue(self, queue: str) -> None:
         """Stop every worker from starting jobs of ``queue``; they stay scheduled."""
-        from .models import PausedQueue
-
         PausedQueue.objects.get_or_create(queue=queue)
 
     def resume_queue(self, queue: str) -> None:
         """Let workers start jobs of ``queue`` again."""
-        from .models import PausedQueue
-
         PausedQueue.objects.filter(queue=queue).delete()
 
     def paused_queues(self) -> builtins.list[str]:
-        from .models import PausedQueue
-
         return sorted(PausedQueue.objects.values_list("queue", flat=True))
 
     # -- helpers --------------------------------------------------------------------------
 
     def _job(self, job_id: Any) -> Job:
         """One job by its id or a unique prefix of it (the 8 characters people are shown)."""
-        from .models import Job
-
         return Job.objects.get_by_id(job_id)
 
     def _targets(self, job_id_or_name: Any):
         """The rows a cancel or stop acts on: one job by id (or short id), or every job of a
         name. A registered name wins over a short id spelled the same."""
-        from .models import Job
-
         if isinstance(job_id_or_name, str) and job_id_or_name in self.names():
             return Job.objects.for_name(job_id_or_name)
         if _as_uuid(job_id_or_name) is None and id_prefix_range(str(job_id_or_name)) is None:
@@ -449,17 +442,11 @@ class ControlAPI:
         return Job.objects.filter(pk=Job.objects.get_by_id(job_id_or_name).pk)
 
     def _record_elsewhere(self, job_id: Any, outcome) -> JobStatusInfo:
-        from . import signals
-        from .execution import send_robust
-        from .models import Job
-
         job = self._job(job_id)
         now = clock.now()
         if job.status == "scheduled":
             won = _finish_scheduled(job, outcome, now)
         elif job.status == "running" and _holder_is_gone(job):
-            from .execution import record_outcome
-
             # Fenced on the claim read above, like the rescue's write: whoever writes first
             # wins (a lost worker never comes back, so its claim cannot be renewed).
             won = record_outcome(job, job.claim_id, outcome)
@@ -482,19 +469,11 @@ class ControlAPI:
 def _holder_is_gone(job: Job) -> bool:
     """The worker process holding this running row is lost (or, without one, its lease ran
     out): nobody will write its outcome."""
-    from .models import Job
-
     rows = Job.objects.filter(pk=job.pk, claim_id=job.claim_id)
     return rows.orphaned().exists() or rows.stale().exists()
 
 
 def _finish_scheduled(job: Job, outcome, now) -> bool:
-    from django.db import transaction
-
-    from . import payload
-    from .execution import schedule_retry
-    from .models import Job, JobStatus
-
     fields: dict[str, Any] = {
         "status": outcome.status, "started_at": now, "finished_at": now,
         "result": outcome.result, "unique_slot": None, "eta": None,
@@ -510,8 +489,6 @@ def _finish_scheduled(job: Job, outcome, now) -> bool:
 
 
 def _next_occurrence(job_type: JobType, now):
-    from django.conf import settings
-
     try:
         return job_type.schedule.next_after(now, default_zone=settings.TIME_ZONE or "UTC")
     except Exception:  # a user's next_run callable may raise; the listing must not
@@ -519,6 +496,8 @@ def _next_occurrence(job_type: JobType, now):
 
 
 def _count():
-    from django.db.models import Count
-
     return Count("pk")
+
+
+#: ``django_jobs.registry``.
+registry = ControlAPI(job_types)

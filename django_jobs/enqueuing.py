@@ -18,18 +18,16 @@ from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
-from . import clock, payload
+from . import clock, eager, payload
 from .conf import jobs_settings
-from .jobtypes import (
-    ENQUEUE_OPTIONS,
-    QUEUE_MAX_LENGTH,
-    check_priority,
-    positional_error,
-    registry,
-)
 from .models import Job, unique_slot
 from .models.inserting import insert_new_jobs
 from .models.tables import raise_if_missing_table
+from .options import (
+    ENQUEUE_OPTIONS,
+    QUEUE_MAX_LENGTH,
+    check_priority,
+)
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
@@ -39,14 +37,7 @@ MAX_DELAY = timedelta(days=3650)
 #: The latest ``run_at=``: far enough for any plan, short of what databases can store.
 LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 
-__all__ = ["ENQUEUE_OPTIONS", "build_row", "enqueue", "enqueue_job", "enqueue_many"]
-
-
-def enqueue(name: str, /, *args: Any, **data: Any) -> Job:
-    """Enqueue the registered job ``name``; same options as ``fn.enqueue()``."""
-    if args:
-        raise positional_error(name, "enqueue", args)
-    return enqueue_job(registry.get(name), data)
+__all__ = ["ENQUEUE_OPTIONS", "build_row", "enqueue_job", "enqueue_many"]
 
 
 def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
@@ -105,12 +96,7 @@ def enqueue_many(
 
 def _maybe_eager(rows: list[Job]) -> list[Job]:
     """In eager mode (``django_jobs.testing.eager()``) run the new rows at once, here."""
-    from .inprocess import eager_state, run_eagerly
-
-    state = eager_state()
-    if not state.enabled:
-        return rows
-    return run_eagerly(rows, propagate=state.propagate)
+    return eager.run_if_eager(rows)
 
 
 def build_row(job_type: JobType, data: dict[str, Any], **options: Any) -> Job:

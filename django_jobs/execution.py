@@ -26,11 +26,12 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 
 from . import clock, payload, signals
 from .conf import jobs_settings
+from .jobtypes import registry
 from .models import Job, JobStatus, JobTypeLock, scheduled_state
 from .retry import retry_delay, should_retry
 
 if TYPE_CHECKING:
-    from .jobtypes import JobType
+    from .jobtypes import JobType  # noqa: F401  (annotations)
 
 logger = logging.getLogger("django_jobs")
 
@@ -109,7 +110,13 @@ class Execution:
         self.thread_id: int | None = None
         self._pending_progress: dict[str, Any] | None = None
         self._lost_reported = False
+        # Short sections over this object's state; never held across a database call, so the
+        # monitor (progress, timeouts) is never stuck behind a write that waits for the
+        # database.
         self._lock = threading.Lock()
+        # Held by whoever writes the run's ending (its thread, the monitor at a timeout, a
+        # release at shutdown), for as long as that write takes.
+        self._ending = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<Execution {self.job.name} {self.job.pk}>"
@@ -207,8 +214,13 @@ class Execution:
     # -- endings -------------------------------------------------------------------------------
 
     def finish(
-        self, outcome: Outcome, extra: dict[str, Any] | None = None, *, keep_lock: bool = False
-    ) -> bool:
+        self,
+        outcome: Outcome,
+        extra: dict[str, Any] | None = None,
+        *,
+        keep_lock: bool = False,
+        wait: bool = True,
+    ) -> bool | None:
         """Write the outcome; ``True`` if it was ours and landed.
 
         Passing database errors are retried for as long as the run is ours and the process
@@ -216,17 +228,28 @@ class Execution:
         cannot store) is replaced by a ``failed`` outcome that says which write failed and
         why. With ``keep_lock`` the lock key stays held (``lingering_lock``) until
         ``release_lingering_lock()``, called once the run's thread has really returned.
+
+        ``wait=False`` (the monitor) makes one try and never waits: ``None`` means "not now"
+        (another ending is being written, or the database is unreachable).
         """
-        with self._lock:
+        if not self._ending.acquire(blocking=wait):
+            return None
+        try:
             if self.finished.is_set():
                 return False
-            won, outcome = self._write_outcome(
-                outcome, extra, keep_lock or self.frees_lock_apart
+            written = self._write_outcome(
+                outcome, extra, keep_lock or self.frees_lock_apart, patient=wait
             )
-            self.finished.set()
-            self.lingering_lock = bool(
-                won and keep_lock and self.job.lock_key and not self.frees_lock_apart
-            )
+            if written is None:
+                return None
+            won, outcome = written
+            with self._lock:
+                self.finished.set()
+                self.lingering_lock = bool(
+                    won and keep_lock and self.job.lock_key and not self.frees_lock_apart
+                )
+        finally:
+            self._ending.release()
         if not won:
             self.lost = True
             return False
@@ -241,15 +264,20 @@ class Execution:
         return True
 
     def _write_outcome(
-        self, outcome: Outcome, extra: dict[str, Any] | None, keep_lock: bool
-    ) -> tuple[bool, Outcome]:
+        self, outcome: Outcome, extra: dict[str, Any] | None, keep_lock: bool, *, patient: bool
+    ) -> tuple[bool, Outcome] | None:
         def write(what: Outcome, fields: dict[str, Any] | None) -> bool:
             return bool(record_outcome(self.job, self.claim_id, what, extra=fields,
                                        keep_lock=keep_lock))
 
         try:
+            if not patient:
+                return write(outcome, extra), outcome
             return self._retrying(lambda: write(outcome, extra), "the outcome"), outcome
         except (OperationalError, InterfaceError):
+            if not patient:
+                close_broken_connection()
+                return None  # the database is unreachable: the monitor tries again later
             return False, outcome  # the run was taken away, or the process is leaving
         except Exception as exc:
             # The database refused the write (a result it cannot store, a broken connection
@@ -284,7 +312,7 @@ class Execution:
     def release(self) -> bool:
         """Give the row back to the queue untouched by this run (never started, or shutdown
         past grace)."""
-        with self._lock:
+        with self._ending:
             if self.finished.is_set():
                 return False
             won = bool(self._retrying(lambda: release_row(self.job, self.claim_id), "a release"))
@@ -444,8 +472,6 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
     The retry holds the unique key like any pending job: under "skip" a job with the same key
     enqueued while this one ran is kept and returned instead, under "replace" it is cancelled.
     """
-    from .jobtypes import registry
-
     if not should_retry(job.attempt, job.max_attempts) or job.name not in registry:
         return None
     job_type = registry.get(job.name)
@@ -475,8 +501,6 @@ def release_row(job: Job, claim_id: uuid.UUID | None, *, unstarted: bool = False
     It holds its unique key again: under "skip" a job with the same key enqueued during the run
     is kept and this row is cancelled in its favour; under "replace" that job is cancelled.
     """
-    from .jobtypes import registry
-
     fields = scheduled_state(job.name, job.unique_key)
     slot = fields.pop("unique_slot")
     with transaction.atomic(using=jobs_settings.DATABASE):

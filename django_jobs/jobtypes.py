@@ -1,7 +1,10 @@
 """Job types: what ``@job`` declares, validated once at start-up, and the registry holding them.
 
-The public object is ``django_jobs.registry``; this module is not called ``registry.py`` so the
-module and the object of that name never shadow one another.
+This is the layer of declarations: it imports no model, because ``@job`` runs while Django
+populates its apps (``jobs.py`` modules, and this package itself, load before the models are
+ready). A ``JobType``'s ``enqueue()`` and ``run()`` reach the modules that write rows when they
+are called. The public ``django_jobs.registry`` is the control API (``django_jobs.control``)
+composed over the ``registry`` of this module.
 """
 
 from __future__ import annotations
@@ -18,25 +21,32 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .control import ControlAPI
 from .exceptions import LockKeyError, UnknownJob
+from .options import (
+    ENQUEUE_OPTIONS,
+    NAME_MAX_LENGTH,
+    QUEUE_MAX_LENGTH,
+    check_priority,
+    positional_error,
+)
 from .schedule import Schedule, ScheduleError, get_zone, validate_cron
 
 if TYPE_CHECKING:
     from .models import Job
 
-NAME_MAX_LENGTH = 200
-QUEUE_MAX_LENGTH = 100
-PRIORITY_RANGE = (-32768, 32767)
+#: What ``JobType.run()`` calls: running a job is a layer above its declaration, so the
+#: runner installs itself here when it loads (``django_jobs.runner``, loaded by ``ready()``).
+_run_now: Callable[[JobType, dict[str, Any]], Any] | None = None
+
 CATCH_UP_POLICIES = ("latest", "skip", "all")
 UNIQUE_POLICIES = ("skip", "replace")
-#: Keyword arguments of ``enqueue()`` that are options, not payload: a job function cannot
-#: take a parameter of these names (it could never receive it).
-ENQUEUE_OPTIONS = frozenset(
-    {"run_at", "delay", "priority", "queue", "unique_key", "created_by", "meta"}
-)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+def install_runner(run_now: Callable[[JobType, dict[str, Any]], Any]) -> None:
+    global _run_now
+    _run_now = run_now
 
 
 def env_flag_name(name: str) -> str:
@@ -218,6 +228,8 @@ class JobType:
 
     def enqueue(self, *args: Any, **data: Any) -> Job:
         """Schedule one run; see ``django_jobs.enqueuing.enqueue`` for the options."""
+        # Imported when called: this module loads with the package, while Django populates its
+        # apps, and the modules that write rows need the models (see the module docstring).
         from .enqueuing import enqueue_job
 
         if args:
@@ -226,29 +238,23 @@ class JobType:
 
     def enqueue_many(self, payloads: Iterable[Mapping[str, Any]], **options: Any) -> list[Job]:
         """Schedule many runs with one bulk ``INSERT``."""
-        from .enqueuing import enqueue_many
+        from .enqueuing import enqueue_many  # when called: see enqueue()
 
         return enqueue_many(self, payloads, **options)
 
     def run(self, *args: Any, **data: Any) -> Any:
         """Run now in this process, with a row, the lock and the bookkeeping; return the result."""
-        from .runner import run_now
+        if _run_now is None:
+            raise RuntimeError(
+                "run() needs django_jobs in INSTALLED_APPS (its ready() loads the runner)"
+            )
 
         if args:
             raise positional_error(self.name, "run", args)
-        return run_now(self, data)
+        return _run_now(self, data)
 
     def __repr__(self) -> str:
         return f"<JobType {self.name}>"
-
-
-def positional_error(name: str, method: str, args: tuple[Any, ...]) -> TypeError:
-    """The payload is stored by name, so positional arguments have nowhere to go."""
-    return TypeError(
-        f"{method}() of job {name!r} got {len(args)} positional argument"
-        f"{'s' if len(args) > 1 else ''} ({', '.join(map(repr, args[:3]))}): use keyword "
-        f"arguments, e.g. {method}(user_id=7), named as the function's parameters"
-    )
 
 
 _OPTION_NAMES = tuple(f.name for f in fields(JobType) if f.name not in ("func", "module"))
@@ -355,13 +361,6 @@ def _validate_options(func: Callable[..., Any], name: Any, options: dict[str, An
     return values
 
 
-def check_priority(priority: Any) -> int:
-    low, high = PRIORITY_RANGE
-    if isinstance(priority, bool) or not isinstance(priority, int) or not low <= priority <= high:
-        raise ValueError(f"priority must be an integer from {low} to {high}, not {priority!r}")
-    return priority
-
-
 def _check_signature(func: Callable[..., Any]) -> None:
     try:
         params = list(inspect.signature(func).parameters.values())
@@ -415,7 +414,7 @@ def default_name(func: Callable[..., Any]) -> str:
     return f"{label}.{func.__name__}"
 
 
-class Registry(ControlAPI):
+class Registry:
     """Every registered job type, by name. ``django_jobs.registry`` is the one instance."""
 
     def __init__(self) -> None:

@@ -221,13 +221,18 @@ class Monitor(threading.Thread):
     def enforce_timeouts(self) -> None:
         for execution in self.snapshot():
             if execution.started and execution.past_deadline and not execution.timed_out:
-                execution.timed_out = True
-                execution.timed_out_at = time.monotonic()
                 # The thread may go on running: its lock key stays held until it returns (or
                 # until this process gives up on it, see HUNG_AFTER), so no run overlaps it.
-                if execution.finish(
-                    Outcome.failed(f"timed out after {execution.timeout}"), keep_lock=True
-                ):
+                # One try, never a wait: the heartbeat must not stall behind this write.
+                written = execution.finish(
+                    Outcome.failed(f"timed out after {execution.timeout}"), keep_lock=True,
+                    wait=False,
+                )
+                if written is None:
+                    continue  # being ended by its thread, or no database: next tick
+                execution.timed_out = True
+                execution.timed_out_at = time.monotonic()
+                if written:
                     logger.error("[%s] %s timed out after %s", execution.job.name,
                                  execution.job.pk, execution.timeout)
 

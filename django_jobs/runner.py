@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import OperationalError, connections, transaction
 
-from . import clock, locks, payload, signals
+from . import clock, jobtypes, locks, payload, signals
 from .conf import jobs_settings
 from .context import JobContext
+from .enqueuing import build_row
 from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout
 from .execution import (
     Execution,
@@ -195,8 +196,6 @@ def _register_run_process() -> uuid.UUID:
 
 def start_row(job_type: JobType, data: dict[str, Any], owner: uuid.UUID) -> Execution:
     """Insert a row already claimed by this process, holding its lock, for ``fn.run()``."""
-    from .enqueuing import build_row
-
     if not job_type.is_enabled:
         raise JobDisabled(f"job {job_type.name!r} is disabled")
     row = build_row(job_type, data)
@@ -282,3 +281,6 @@ def run_now(job_type: JobType, data: dict[str, Any]) -> Any:
             raise JobTimeout(outcome.error)
         raise ValueError(outcome.error)
     return outcome.result
+
+
+jobtypes.install_runner(run_now)

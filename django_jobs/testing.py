@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from . import clock
-from .inprocess import DEFAULT_MAX_RUNS, restore_eager, run_due, set_eager
+from .eager import restore_eager, set_eager
 from .models import Job
+from .worker.inprocess import DEFAULT_MAX_RUNS, run_due
 
 __all__ = ["TestClock", "eager", "frozen_clock", "run_due_jobs"]
 

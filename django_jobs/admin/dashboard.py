@@ -21,14 +21,14 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from .. import clock
+from ..control import registry
 from ..exceptions import JobError
-from ..humanize import ago_words
+from ..humanize import ago_words, cron_words, duration_words, every_words
 from ..ids import short_id
-from ..jobtypes import JobType, registry
+from ..jobtypes import JobType
 from ..models import Job, JobSchedule, PausedQueue
 from . import display
 from .audit import log_jobs
-from .format import cron_words, duration_words, every_words
 
 
 @dataclass

@@ -12,8 +12,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from .. import clock
+from ..humanize import duration_words
 from ..models import Job, JobStatus
-from .format import duration_words
 
 #: Columns the list and the live endpoint read; the large ones (payload, result, error, meta)
 #: stay in the database.

@@ -29,9 +29,9 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from .. import clock
+from ..control import registry
 from ..exceptions import InvalidJobState, JobNotFound, UnknownJob
 from ..ids import SHORT_ID_MIN, short_id
-from ..jobtypes import registry
 from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, Worker
 from ..models.querysets import id_prefix_q
 from . import display
@@ -457,7 +457,7 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
                 messages.WARNING)
 
     def _retry(self, request: HttpRequest, job: Job) -> Job:
-        new = job.retry(created_by=request.user)
+        new = registry.retry(job.pk, created_by=request.user)
         log_jobs(request, [job], f"Retried as a new run {new.pk}.")
         log_jobs(request, [new], f"Created as a retry of {job.pk}.")
         return new

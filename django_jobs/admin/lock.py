@@ -18,10 +18,10 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from .. import clock
+from ..humanize import duration_words
 from ..models import JobTypeLock
 from . import display
 from .audit import log_other
-from .format import duration_words
 
 
 class JobTypeLockAdmin(admin.ModelAdmin):

@@ -21,8 +21,8 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 
 from .. import clock
+from ..control import registry
 from ..humanize import duration_words
-from ..jobtypes import registry
 from ..models import Job, JobSchedule, PausedQueue
 from ..models.querysets import StatusCount
 from . import display

@@ -17,10 +17,10 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import clock
 from ..conf import jobs_settings
+from ..humanize import duration_words
 from ..ids import short_id
 from ..models import Job, Worker
 from . import display
-from .format import duration_words
 
 #: Running jobs listed on a worker's page.
 WORKER_JOBS_SHOWN = 50

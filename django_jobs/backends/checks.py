@@ -17,7 +17,8 @@ from django.apps import apps
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 
-from ..jobtypes import QUEUE_MAX_LENGTH, build_job_type
+from ..jobtypes import build_job_type
+from ..options import QUEUE_MAX_LENGTH
 from .tasktypes import LATE_TASKS, TASK_DECIDED_OPTIONS
 
 if TYPE_CHECKING:

@@ -13,11 +13,11 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 
 from ..enqueuing import enqueue_job
-from ..jobtypes import QUEUE_MAX_LENGTH
 from ..models import Job
+from ..options import QUEUE_MAX_LENGTH
 from . import checks
-from .results import attempts_of, build_result, task_info
-from .tasktypes import META_KEY, register_task, registered_task
+from .results import META_KEY, attempts_of, build_result, task_info
+from .tasktypes import register_task, registered_task
 
 
 class JobsBackend(BaseTaskBackend):

@@ -14,7 +14,9 @@ from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
 
 from ..models import Job, JobStatus
-from .tasktypes import META_KEY
+
+#: Key of ``Job.meta`` under which a task's row keeps what Django's API needs back.
+META_KEY = "django_task"
 
 if TYPE_CHECKING:
     from django.tasks import Task

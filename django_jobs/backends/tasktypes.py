@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 from django.tasks import TaskContext
+from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.signals import task_started
 from django.utils.json import normalize_json
 
 from .. import jobtypes
 from ..context import JobContext
 from ..models import Job
+from .results import META_KEY, running_result
 
 if TYPE_CHECKING:
     from django.tasks import Task
@@ -30,8 +32,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_jobs")
 
-#: Key of ``Job.meta`` under which a task's row keeps what Django's API needs back.
-META_KEY = "django_task"
+#: The backend class each task was registered through (the signals' sender, should its alias
+#: disappear from TASKS later).
+BACKEND_CLASSES: dict[str, type] = {}
 
 #: @job options a backend's OPTIONS may not set: the task itself decides them.
 TASK_DECIDED_OPTIONS = frozenset({"name", "queue", "priority"})
@@ -58,8 +61,6 @@ class TaskCall:
     def __call__(
         self, ctx: JobContext, /, args: list | None = None, kwargs: dict | None = None
     ) -> Any:
-        from .results import running_result
-
         task = self.task
         args, kwargs = list(args or ()), dict(kwargs or {})
         task_result = running_result(ctx.job, task)
@@ -112,9 +113,7 @@ def backend_class(task: Task) -> type:
     try:
         return type(task.get_backend())
     except Exception:  # the alias was removed from TASKS since the task was defined
-        from .jobs import JobsBackend
-
-        return JobsBackend
+        return BACKEND_CLASSES.get(task.module_path, BaseTaskBackend)
 
 
 def record_exception_class(job: Job, exc: BaseException) -> None:
@@ -153,6 +152,7 @@ def register_task(task: Task, backend: JobsBackend) -> JobType:
         existing = registry.get(name)
         if isinstance(existing.func, TaskCall) and existing.func.task.func is task.func:
             return existing
+    BACKEND_CLASSES[name] = type(backend)
     options = backend.job_options_for(name)
     options.update(name=name, queue=task.queue_name, priority=task.priority)
     job_type = registry.register(jobtypes.build_job_type(TaskCall(task), options))

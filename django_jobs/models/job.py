@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .. import clock
+from ..exceptions import InvalidJobState
 from .querysets import JobManager
 
 
@@ -227,21 +228,16 @@ class Job(models.Model):
         # warning that their conditions are ignored would only be noise on every migrate.
         return [message for message in super().check(**kwargs) if message.id != "models.W037"]
 
-    def retry(self, *, created_by=None) -> Job:
+    def retry(self, *, created_by=None, replace: bool = False) -> Job:
         """Schedule a new run with this run's payload, linked by ``rescheduled_from``.
 
         Refused while this run is scheduled or running: a retry must never become a second
         concurrent run of the same work. While a retry of this run is still pending (scheduled
         or running), that retry is returned instead of another one. The new run holds the
         unique key under the job type's ``unique`` policy: with "skip" a pending job with the
-        same key is returned instead, with "replace" that job is cancelled.
+        same key is returned instead, with "replace" (``replace=True``: the policy is declared
+        on the job type, which ``registry.retry()`` reads for you) that job is cancelled.
         """
-        from ..exceptions import InvalidJobState
-
-        # The unique policy is declared on the job type, a layer above the models: it is read
-        # when a retry is made, never at import time.
-        from ..jobtypes import registry
-
         db = Job.objects.db
         with transaction.atomic(using=db):
             # Locking this row makes concurrent retries of it take turns (PostgreSQL, MariaDB),
@@ -266,7 +262,6 @@ class Job(models.Model):
                 created_by_id=getattr(created_by, "pk", created_by) or self.created_by_id,
                 **scheduled_state(self.name, self.unique_key),
             )
-            replace = self.name in registry and registry.get(self.name).unique == "replace"
             return Job.objects.insert_scheduled(retry, replace=replace)
 
     def run_now(self) -> bool:

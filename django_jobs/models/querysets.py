@@ -53,6 +53,16 @@ class StatusCount:
     capped: bool = False  # counting stopped at count: "more than count - 1"
 
 
+#: States of a worker process that may still beat (``models.worker.LIVE_STATES``).
+_LIVE_STATES = ("running", "stopping")
+
+
+def _model(name: str):
+    """A model of this app, by name: the models' modules import this one for their managers,
+    so the classes are looked up in Django's app registry when a query is built."""
+    return apps.get_model("django_jobs", name)
+
+
 def _now(now: datetime | None) -> datetime | Expression:
     """``now`` if given, else the database's current time in SQL (see ``django_jobs.clock``)."""
     return now if now is not None else clock.sql_now()
@@ -168,8 +178,7 @@ class JobQuerySet(models.QuerySet):
         ``names`` (when given) are the only job names taken: a worker runs what its code
         registers, and leaves other rows to the workers that know them.
         """
-        from .lock import JobTypeLock  # lock.py imports this module for its manager
-
+        JobTypeLock = _model("JobTypeLock")
         now = _now(now)
         held = JobTypeLock.objects.filter(key=OuterRef("lock_key")).filter(
             Q(owner__isnull=False) | Q(locked_until__gt=now)
@@ -382,9 +391,8 @@ class JobQuerySet(models.QuerySet):
 
     def orphaned(self) -> JobQuerySet:
         """Running rows whose worker process is neither running nor stopping: lost, or gone."""
-        from .worker import LIVE_STATES, Worker  # worker.py imports this module for its manager
-
-        live = Worker.objects.filter(pk=OuterRef("owner_id"), state__in=LIVE_STATES)
+        Worker = _model("Worker")
+        live = Worker.objects.filter(pk=OuterRef("owner_id"), state__in=_LIVE_STATES)
         return self.running().filter(owner__isnull=False).filter(~Exists(live))
 
     def latest_for(self, name: str) -> models.Model | None:
@@ -565,9 +573,8 @@ class JobTypeLockQuerySet(models.QuerySet):
     def stale(self) -> JobTypeLockQuerySet:
         """Keys whose holder is gone: a worker process that is no longer live, or (keys taken
         without a process) past ``locked_until``. The next claim or sweep frees them."""
-        from .worker import LIVE_STATES, Worker  # worker.py imports this module for its manager
-
-        live = Worker.objects.filter(state__in=LIVE_STATES).values("pk")
+        Worker = _model("Worker")
+        live = Worker.objects.filter(state__in=_LIVE_STATES).values("pk")
         return self.filter(
             Q(owner__isnull=True, locked_until__lte=clock.sql_now())
             | (Q(owner__isnull=False) & ~Q(owner__in=live))
@@ -575,10 +582,9 @@ class JobTypeLockQuerySet(models.QuerySet):
 
     def with_holder_state(self) -> JobTypeLockQuerySet:
         """Annotate ``owner_live``: the holding worker process is running or stopping."""
-        from .worker import LIVE_STATES, Worker  # worker.py imports this module for its manager
-
+        Worker = _model("Worker")
         return self.annotate(owner_live=Exists(
-            Worker.objects.filter(pk=OuterRef("owner_id"), state__in=LIVE_STATES)
+            Worker.objects.filter(pk=OuterRef("owner_id"), state__in=_LIVE_STATES)
         ))
 
 

@@ -12,8 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_jobs import registry
-from django_jobs.admin.format import cron_words, every_words
 from django_jobs.conf import jobs_settings
+from django_jobs.humanize import cron_words, every_words
 from django_jobs.models import Job, JobSchedule
 
 URL = reverse("admin:django_jobs_job_dashboard")

@@ -165,7 +165,7 @@ def test_runjobs_reports_what_it_registered_and_warns_about_unused_queues():
 
 
 def test_runjobs_warns_when_no_job_is_registered(monkeypatch):
-    monkeypatch.setattr(registry, "_types", {})
+    monkeypatch.setattr(registry.declared, "_types", {})
     ((level, message),) = startup_report([])
     assert level == logging.WARNING and message.startswith("no job is registered")
 

@@ -112,7 +112,7 @@ def test_manual_retry_under_replace_cancels_the_pending_job_with_the_same_key():
     fail(claimed(unique_replace, n=1))
     failed = Job.objects.get()
     pending = unique_replace.enqueue(n=2)
-    retry = failed.retry()
+    retry = registry.retry(failed.pk)  # reads the job type's policy ("replace")
     assert scheduled_rows(unique_replace.name) == [retry]
     assert retry.rescheduled_from_id == failed.pk
     pending.refresh_from_db()

@@ -13,6 +13,7 @@ from django.core import checks as django_checks
 from django.db import connections
 from django.test import override_settings
 
+import django_jobs.checks
 from django_jobs import jobtypes
 from django_jobs.checks import (
     check_database,
@@ -31,6 +32,7 @@ def ids(errors) -> list[str]:
 def fresh_registry(monkeypatch) -> Registry:
     reg = Registry()
     monkeypatch.setattr(jobtypes, "registry", reg)
+    monkeypatch.setattr(django_jobs.checks, "registry", reg)
     return reg
 
 

@@ -16,8 +16,9 @@ from django_jobs import JobContext, LockKeyError, payload
 from django_jobs.exceptions import JobTablesMissing
 from django_jobs.humanize import ago_words
 from django_jobs.ids import id_prefix_range
-from django_jobs.jobtypes import ENQUEUE_OPTIONS, build_job_type
+from django_jobs.jobtypes import build_job_type
 from django_jobs.models.tables import MIGRATE_MESSAGE, is_missing_table, raise_if_missing_table
+from django_jobs.options import ENQUEUE_OPTIONS
 from django_jobs.retry import next_step
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -46,8 +47,6 @@ def _app_label(module: str) -> str:
 
 
 def _positive_int(text: str) -> int:
-    import argparse
-
     try:
         value = int(text)
     except ValueError:
@@ -58,8 +57,6 @@ def _positive_int(text: str) -> int:
 
 
 def _seconds(minimum_exclusive: bool):
-    import argparse
-
     def parse(text: str) -> float:
         try:
             value = float(text)

@@ -8,52 +8,19 @@ judged when the function returns. ``django_jobs.testing`` is the public face of 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from . import clock
-from .conf import jobs_settings
-from .execution import Execution, worker_id
-from .jobtypes import registry
-from .models import Job, PausedQueue
-from .runner import execute
+from .. import clock, eager
+from ..execution import Execution, worker_id
+from ..jobtypes import registry
+from ..models import Job, PausedQueue
+from ..runner import execute
+from .claim import claim
+from .rescue import rescue_stale
+from .scheduler import Scheduler
 
 #: Bound of ``run_due()``: a job that keeps enqueueing itself must not hang a test suite.
 DEFAULT_MAX_RUNS = 1000
-
-
-@dataclass
-class EagerState:
-    enabled: bool = False
-    propagate: bool = False
-
-
-_eager = EagerState()
-_eager_lock = threading.Lock()
-
-
-def eager_state() -> EagerState:
-    """Eager mode as set by ``testing.eager()``, or by ``DJANGO_JOBS["EAGER"]``."""
-    if _eager.enabled:
-        return _eager
-    if jobs_settings.EAGER:
-        return EagerState(enabled=True, propagate=False)
-    return _eager
-
-
-def set_eager(enabled: bool, propagate: bool = False) -> EagerState:
-    """Switch eager mode (process-wide); return the previous state."""
-    global _eager
-    with _eager_lock:
-        previous, _eager = _eager, EagerState(enabled=enabled, propagate=propagate)
-    return previous
-
-
-def restore_eager(state: EagerState) -> None:
-    global _eager
-    with _eager_lock:
-        _eager = state
 
 
 def run_eagerly(jobs: list[Job], *, propagate: bool) -> list[Job]:
@@ -92,9 +59,6 @@ def run_due(
     rescued, and retries that come due during the call run too. Returns the runs, as they
     ended, in the order they ran.
     """
-    from .worker.rescue import rescue_stale
-    from .worker.scheduler import Scheduler
-
     me = worker_id()
     wanted = set(names) if names is not None else None
     if wanted is not None:
@@ -127,11 +91,12 @@ def run_due(
 
 
 def _claim(worker: str, **options) -> list[Job]:
-    from .worker.claim import claim
-
     return claim(worker, 1, now=clock.now(), **options)
 
 
 def _execute(row: Job, worker: str):
     job_type = registry.get(row.name) if row.name in registry else None
     return execute(Execution(row, job_type, worker=worker))
+
+
+eager.install_runner(run_eagerly)
