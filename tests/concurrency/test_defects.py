@@ -3,11 +3,12 @@ crashes, a database outage, a caller's open transaction, and a server without SK
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from django_jobs import registry
 from django_jobs.models import Job, JobTypeLock
@@ -137,10 +138,11 @@ def test_a_locked_run_inside_a_callers_open_transaction_makes_no_worker_wait(wor
         others = []
 
         def enqueue_elsewhere():
-            others.extend(echo.enqueue(n=n) for n in range(5))
-            others.append(locked_sleep.enqueue(seconds=0, token="after"))
-
-        import threading
+            try:
+                others.extend(echo.enqueue(n=n) for n in range(5))
+                others.append(locked_sleep.enqueue(seconds=0, token="after"))
+            finally:
+                connections.close_all()
 
         thread = threading.Thread(target=enqueue_elsewhere)
         thread.start()
