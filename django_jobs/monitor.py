@@ -137,11 +137,12 @@ class Monitor(threading.Thread):
 
     def beat(self) -> None:
         """One UPDATE of this process's row; a written-off row loses every run of it."""
-        if self.owner is None:
+        owner = self.owner  # the main loop may re-register meanwhile: judge this row only
+        if owner is None:
             return
         self._bound_lock_waits()
         busy = self._busy() if self._busy is not None else len(self.snapshot())
-        beat = Worker.objects.beat(self.owner, busy=busy)
+        beat = Worker.objects.beat(owner, busy=busy)
         if self.database_down:
             self.database_down = False
             self.database_up_since = time.monotonic()
@@ -152,12 +153,14 @@ class Monitor(threading.Thread):
         logger.error(
             "this process (worker row %s) was written off as lost by a peer (it did not beat "
             "for WORKER_LOST_AFTER); its runs were recovered elsewhere and its late writes "
-            "will be ignored", self.owner,
+            "will be ignored", owner,
         )
-        for execution in self.all():
-            execution.lost = True
-        lost = self.owner
-        self.owner = self._on_written_off(lost) if self._on_written_off is not None else None
+        if self._on_written_off is not None:
+            self.owner = self._on_written_off(owner)
+        else:
+            for execution in self.all():
+                execution.lost = True
+            self.owner = None
         self._last_beat = time.monotonic()
 
     def _bound_lock_waits(self) -> None:

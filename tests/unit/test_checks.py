@@ -269,7 +269,7 @@ def test_a_jobs_database_without_skip_locked_gets_warning_w002(monkeypatch):
         # Only MariaDB/MySQL servers can lack it; prove the check stays quiet elsewhere.
         assert check_database_features(databases=["default"]) == []
         return
-    monkeypatch.setattr(type(connection.features), "has_select_for_update_skip_locked", False)
+    monkeypatch.setattr(connection.features, "has_select_for_update_skip_locked", False)
     [warning] = check_database_features(databases=["default"])
     assert warning.id == "django_jobs.W002" and "10.6" in warning.msg and "8.0.1" in warning.msg
     assert check_database_features(databases=None) == []
