@@ -458,7 +458,7 @@ def rate_limited(ctx: JobContext, n: int = 0) -> int:
     return n
 
 
-@job(concurrency=2, max_attempts=2)
+@job(concurrency=2, max_attempts=2, retry_delay=0)
 def limited_sleep(ctx: JobContext, seconds: float = 3600.0) -> str:
     time.sleep(seconds)
     return "slept"
