@@ -609,13 +609,15 @@ class JobTypeLockQuerySet(models.QuerySet):
         rows = qs.order_by().values("slot_of").annotate(n=Count("pk"), cap=Max("capacity"))
         return {row["slot_of"]: (row["n"], row["cap"] or 0) for row in rows}
 
-    def held_slot_numbers(self, groups: Iterable[str]) -> dict[str, set[int]]:
-        """``{group: numbers of its held slots}`` for ``groups``."""
-        held: dict[str, set[int]] = {}
-        for group, key in self.slots().filter(slot_of__in=list(groups)).values_list(
-            "slot_of", "key"
-        ):
-            held.setdefault(group, set()).add(int(key.rpartition("#")[2]))
+    def held_slot_numbers(self) -> dict[str, tuple[set[int], int]]:
+        """``{group: (numbers of its held slots, capacity)}``: one query over the held slots
+        (the table holds the running runs' slots only)."""
+        held: dict[str, tuple[set[int], int]] = {}
+        for group, key, capacity in self.slots().values_list("slot_of", "key", "capacity"):
+            numbers, cap = held.setdefault(group, (set(), capacity or 0))
+            numbers.add(int(key.rpartition("#")[2]))
+            if capacity and capacity > cap:
+                held[group] = (numbers, capacity)
         return held
 
 

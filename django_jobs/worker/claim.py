@@ -99,7 +99,6 @@ def claim(
         if limiter is not None:
             rows = list(_candidates(db, now, *filters, ids=None if ids is None else list(ids),
                                     exclude_limit_keys=limiter.full_limit_keys))
-            limiter.read_slots(rows)
         elif ids is not None or now is not None or clock.is_frozen():
             rows = list(_candidates(db, now, *filters, ids=None if ids is None else list(ids)))
         else:

@@ -15,6 +15,7 @@ limits is today's query, unchanged.
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -86,8 +87,9 @@ class Limiter:
     def read_use(self) -> None:
         """Find the groups at their limit, before the candidates are read: their rows are
         left out of the claim's window (fairness between keys)."""
-        for group, (held, capacity) in JobTypeLock.objects.slots_in_use().items():
-            if held >= capacity:
+        for group, (numbers, capacity) in JobTypeLock.objects.held_slot_numbers().items():
+            self._held[group] = numbers
+            if len(numbers) >= capacity:
                 self.full_groups.add(group)
         for group, (used, capacity) in RateToken.objects.in_use().items():
             self._tokens_left[group] = capacity - used
@@ -102,13 +104,6 @@ class Limiter:
     def full_queues(self) -> list[str]:
         return sorted(g[len("queue:"):] for g in self.full_groups if g.startswith("queue:"))
 
-    def read_slots(self, rows: Iterable[Job]) -> None:
-        """Load the held slot numbers of every concurrency group these rows meet: one query."""
-        groups = {limit.group for row in rows for limit in self.plan.limits_of(row)
-                  if limit.concurrency is not None}
-        if groups:
-            self._held = JobTypeLock.objects.held_slot_numbers(groups)
-
     def admit(self, row: Job) -> bool:
         """Reserve, in memory, what ``row`` needs under its limits; ``False`` if it cannot
         start now. Nothing is written until ``take()``."""
@@ -121,8 +116,7 @@ class Limiter:
                 return False
             number = None
             if limit.concurrency is not None:
-                held = self._held.setdefault(limit.group, set())
-                number = next((n for n in range(limit.concurrency) if n not in held), None)
+                number = _pick(limit.concurrency, self._held.setdefault(limit.group, set()))
                 if number is None or any(p[0].group == limit.group for p in picks):
                     return False
             if limit.rate is not None and self._tokens_left.get(
@@ -233,12 +227,17 @@ class Limiter:
         keys = list(free.values_list("key", flat=True)[:count])
         got = RateToken.objects.filter(key__in=keys).use(rate.seconds, rate.count) if keys else 0
         if got < count:
-            existing = tokens.count()
-            new = [
-                RateToken(key=f"{group}#{n}", group=group, number=n, capacity=rate.count,
-                          free_at=clock.sql_now(rate.seconds))
-                for n in range(existing, min(rate.count, existing + count - got))
-            ]
+            existing = set(tokens.values_list("number", flat=True))
+            new = []
+            for _ in range(count - got):
+                # Drawn at random: racing claims rarely pick the same number, so they rarely
+                # wait on each other's inserts.
+                number = _pick(rate.count, existing)
+                if number is None:
+                    break
+                existing.add(number)
+                new.append(RateToken(key=f"{group}#{number}", group=group, number=number,
+                                     capacity=rate.count, free_at=clock.sql_now(rate.seconds)))
             if new:
                 try:
                     with transaction.atomic(using=db):
@@ -247,3 +246,15 @@ class Limiter:
                 except IntegrityError:
                     pass  # a racing claim created them: its rows take them, ours wait
         return got
+
+
+def _pick(capacity: int, held: set[int]) -> int | None:
+    """A free slot number, drawn at random: concurrent claims of one group then rarely pick
+    the same one, and rarely wait on each other's insert."""
+    if len(held) >= capacity:
+        return None
+    for _ in range(8):
+        number = random.randrange(capacity)
+        if number not in held:
+            return number
+    return next((n for n in range(capacity) if n not in held), None)

@@ -42,9 +42,10 @@ def test_a_claim_takes_at_most_the_concurrency_of_a_key_and_holds_one_slot_per_r
 def test_the_database_refuses_a_second_holder_of_a_slot():
     registry.get("jobsapp.limited_per_key").enqueue(key="a")
     [row] = _claim_all(limit=1)
+    held = JobTypeLock.objects.get(job_id=row.pk)
+    assert held.key in (f"job:{row.limit_key}#0", f"job:{row.limit_key}#1")
     with pytest.raises(IntegrityError), transaction.atomic():
-        JobTypeLock.objects.create(key=f"job:{row.limit_key}#0", slot_of=f"job:{row.limit_key}",
-                                   capacity=2)
+        JobTypeLock.objects.create(key=held.key, slot_of=f"job:{row.limit_key}", capacity=2)
 
 
 def test_slots_are_freed_with_the_outcome_and_the_next_run_of_the_key_is_claimed():
