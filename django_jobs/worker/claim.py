@@ -85,24 +85,28 @@ def claim(
         if owner is None:
             # Rows without a process behind them keep a lease until they start.
             lease = (now or clock.now()) + _default_timeout() + lease_margin()
-        limits = plan(names, queues)
-        limiter = None
-        if limits is not None:
-            # Rows with limits: leave out the keys and queues at their limit before the
-            # window is cut, so that a key with a long backlog cannot starve the others.
-            limiter = Limiter(limits, claim_id, worker, owner, lease)
-            limiter.read_use()
-            exclude_queues = {*exclude_queues, *limiter.full_queues}
         filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
                    tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), fetch,
                    skip_locked)
-        if limiter is not None:
-            rows = list(_candidates(db, now, *filters, ids=None if ids is None else list(ids),
-                                    exclude_limit_keys=limiter.full_limit_keys))
-        elif ids is not None or now is not None or clock.is_frozen():
-            rows = list(_candidates(db, now, *filters, ids=None if ids is None else list(ids)))
+        id_list = None if ids is None else list(ids)
+        if ids is not None or now is not None or clock.is_frozen():
+            rows = list(_candidates(db, now, *filters, ids=id_list))
         else:
             rows = _compiled_candidates(db, connection.vendor, *filters).fetch()
+        limits = plan(names, queues)
+        limiter = None
+        if limits is not None and any(limits.limits_of(row) for row in rows):
+            # Rows with limits in the window: read what is in use. If some of its rows are at
+            # their limit, read the window again without the keys and queues at their limit,
+            # so that a key with a long backlog cannot starve the others.
+            limiter = Limiter(limits, claim_id, worker, owner, lease)
+            limiter.read_use()
+            if any(limit.group in limiter.full_groups
+                   for row in rows for limit in limits.limits_of(row)):
+                filters = (*filters[:3], tuple(sorted({*exclude_queues, *limiter.full_queues})),
+                           *filters[4:])
+                rows = list(_candidates(db, now, *filters, ids=id_list,
+                                        exclude_limit_keys=limiter.full_limit_keys))
         chosen: list[Job] = []
         keys: set[str] = set()
         for row in rows:
