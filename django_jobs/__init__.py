@@ -17,6 +17,7 @@ from .exceptions import (
     JobTablesMissing,
     JobTimeout,
     LockKeyError,
+    Snooze,
     UnknownJob,
 )
 from .jobtypes import JobType, job
@@ -45,6 +46,7 @@ __all__ = [
     "JobType",
     "InvalidJobState",
     "LockKeyError",
+    "Snooze",
     "UnknownJob",
     "enqueue",
     "job",

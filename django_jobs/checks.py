@@ -7,6 +7,7 @@ django_jobs.E004  DJANGO_JOBS['DATABASE'] names no configured database
 django_jobs.E005  JOBS_<NAME>_ENABLED holds something that is neither true nor false
 django_jobs.E006  a job's schedule cannot compute its next run
 django_jobs.E007  WORKER_LOST_AFTER is shorter than three heartbeat intervals
+django_jobs.E008  DJANGO_JOBS['QUEUES'] holds a limit that is not valid
 django_jobs.W001  the jobs database is SQLite without the options docs/installation.md advises
 django_jobs.W002  the jobs database server has no SELECT ... FOR UPDATE SKIP LOCKED
 """
@@ -25,6 +26,7 @@ from django.db import connections
 
 from .conf import DEFAULTS, TYPES, jobs_settings
 from .jobtypes import registry
+from .limits import queue_problems
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
@@ -82,6 +84,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                     id="django_jobs.E007",
                 )
             )
+    if isinstance(user.get("QUEUES"), dict):
+        for problem in queue_problems(user["QUEUES"]):
+            errors.append(Error(problem, hint="Each queue takes 'concurrency' (an integer of at "
+                                "least 1) and 'rate_limit' ('N/s', 'N/m', 'N/h' or 'N/d').",
+                                id="django_jobs.E008"))
     database = user.get("DATABASE", DEFAULTS["DATABASE"])
     if isinstance(database, str) and database not in settings.DATABASES:
         errors.append(

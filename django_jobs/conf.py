@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_TEXT_LENGTH": 20_000,
     # Run every enqueued job at once, in the enqueuing process (tests; see docs/testing.md).
     "EAGER": False,
+    # Limits per queue: {"emails": {"concurrency": 20, "rate_limit": "10/s"}}.
+    "QUEUES": {},
 }
 
 #: Expected type(s) per setting, for the system checks.
@@ -64,6 +66,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "MAX_PAYLOAD_BYTES": (int,),
     "MAX_TEXT_LENGTH": (int,),
     "EAGER": (bool,),
+    "QUEUES": (dict,),
 }
 
 
@@ -139,6 +142,11 @@ class Settings:
     @property
     def EAGER(self) -> bool:
         return bool(self._get("EAGER"))
+
+    @property
+    def QUEUES(self) -> dict[str, Any]:
+        value = self._get("QUEUES")
+        return value if isinstance(value, dict) else {}
 
 
 jobs_settings = Settings()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import clock
 from .conf import jobs_settings
-from .exceptions import JobCancelled, JobTimeout
+from .exceptions import JobCancelled, JobTimeout, Snooze
 from .payload import storable_text
 
 if TYPE_CHECKING:
@@ -83,6 +83,11 @@ class JobContext:
         if execution.timed_out or execution.past_deadline:
             raise JobTimeout(f"job {self.job.name!r} ran past its timeout")
         raise JobCancelled(f"job {self.job.name!r} was cancelled")
+
+    def snooze(self, seconds: float | timedelta) -> None:
+        """Stop here and run again in ``seconds``, without using an attempt (raises
+        ``Snooze``; the code after this call does not run)."""
+        raise Snooze(seconds)
 
     def extend_lock(self, seconds: float | timedelta) -> datetime:
         """Make sure at least ``seconds`` remain before this run times out or goes stale."""

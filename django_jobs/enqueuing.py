@@ -201,6 +201,7 @@ class RowOptions:
         values[_ID] = uuid.uuid4()
         values[_DATA] = data
         values[_LOCK_KEY] = job_type.lock_key_for(data)
+        values[_LIMIT_KEY] = job_type.limit_key_for(data)
         return _instantiate(values), text
 
 
@@ -244,10 +245,11 @@ def _defaults() -> list[Any]:
 _ATTNAMES = tuple(field.attname for field in Job._meta.concrete_fields)
 _INDEX = {attname: index for index, attname in enumerate(_ATTNAMES)}
 _ID, _DATA, _LOCK_KEY = _INDEX["id"], _INDEX["data"], _INDEX["lock_key"]
+_LIMIT_KEY = _INDEX["limit_key"]
 #: What ``RowOptions`` always sets, so these fields' callable defaults are never needed.
 _SET_BY_ROW_OPTIONS = frozenset(
     {"id", "data", "lock_key", "name", "queue", "priority", "run_at", "created_at",
-     "max_attempts", "unique_key", "created_by_id", "meta"}
+     "max_attempts", "unique_key", "created_by_id", "meta", "limit_key"}
 )
 
 

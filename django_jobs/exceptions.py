@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 
 class JobError(Exception):
     """Base class of the errors django-jobs raises on purpose."""
@@ -53,3 +55,16 @@ class JobTablesMissing(JobError):
 
 class LockKeyError(JobError, ValueError):
     """The ``lock=`` function of a job raised while computing a payload's lock key."""
+
+
+class Snooze(JobError):
+    """Raised by a job (or ``ctx.snooze()``) to run again later: the run goes back to
+    ``scheduled`` for ``seconds``, uses no attempt and is not a failure."""
+
+    def __init__(self, seconds: float | timedelta = 0) -> None:
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"Snooze() takes a duration of zero or more seconds, not {seconds!r}")
+        self.seconds = float(seconds)
+        super().__init__(f"snoozed for {self.seconds:g}s")

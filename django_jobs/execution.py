@@ -23,10 +23,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
+from django.db.models import F
 
 from . import clock, payload, signals
 from .conf import jobs_settings
 from .jobtypes import registry
+from .limits import may_hold_slots
 from .models import Job, JobStatus, JobTypeLock, scheduled_state
 from .retry import retry_delay, should_retry
 
@@ -59,6 +61,7 @@ class Outcome:
     error: str = ""
     retry: bool = True  # a failure may be retried if attempts remain
     exc: BaseException | None = None
+    snooze: float | None = None  # back to scheduled in this many seconds (Snooze)
 
     @classmethod
     def failed(cls, message: str, exc: BaseException | None = None, *, retry: bool = True):
@@ -246,7 +249,7 @@ class Execution:
             with self._lock:
                 self.finished.set()
                 self.lingering_lock = bool(
-                    won and keep_lock and self.job.lock_key and not self.frees_lock_apart
+                    won and keep_lock and holds_keys(self.job) and not self.frees_lock_apart
                 )
         finally:
             self._ending.release()
@@ -254,6 +257,8 @@ class Execution:
             self.lost = True
             return False
         self.job.status = outcome.status
+        if outcome.snooze is not None:
+            return True  # not an ending: no job_finished, no hook
         send_robust(
             signals.job_finished, job=self.job, status=outcome.status, result=outcome.result,
             error=outcome.error,
@@ -302,12 +307,7 @@ class Execution:
             if not self.lingering_lock:
                 return
             self.lingering_lock = False
-        self._retrying(
-            lambda: JobTypeLock.objects.filter(
-                key=self.job.lock_key, claim_id=self.claim_id
-            ).delete(),
-            "a lock release",
-        )
+        self._retrying(lambda: free_keys(self.job, self.claim_id), "a lock release")
 
     def release(self) -> bool:
         """Give the row back to the queue untouched by this run (never started, or shutdown
@@ -413,6 +413,19 @@ def restore_connections(before: dict[str, tuple[bool, int]] | None = None) -> No
             connection.connection = None
 
 
+def holds_keys(job: Job) -> bool:
+    """Whether a claimed row may hold a lock key or concurrency slots."""
+    return bool(job.lock_key) or may_hold_slots(job.limit_key, job.queue)
+
+
+def free_keys(job: Job, claim_id: uuid.UUID | None) -> None:
+    """Free the lock key and the slots this claim of ``job`` holds (fenced on the claim)."""
+    if may_hold_slots(job.limit_key, job.queue):
+        JobTypeLock.objects.held_by_run(job.pk, claim_id).delete()
+    elif job.lock_key:
+        JobTypeLock.objects.filter(key=job.lock_key, claim_id=claim_id).delete()
+
+
 def record_outcome(
     job: Job,
     claim_id: uuid.UUID | None,
@@ -426,7 +439,10 @@ def record_outcome(
 
     ``keep_lock`` leaves the lock key held by this claim: the run's thread is still executing
     (it ignored its timeout), and the key must not pass to another run until it returns.
+    A snooze (``outcome.snooze``) puts the row back as scheduled instead.
     """
+    if outcome.snooze is not None:
+        return release_row(job, claim_id, snooze=outcome.snooze)
     db = jobs_settings.DATABASE
     now = clock.now()
     limit = jobs_settings.MAX_TEXT_LENGTH
@@ -453,14 +469,14 @@ def record_outcome(
         and outcome.retry
         and should_retry(job.attempt, job.max_attempts)
     )
-    if not may_retry and (keep_lock or not job.lock_key):
+    if not may_retry and (keep_lock or not holds_keys(job)):
         # Nothing else to write: one statement, no transaction (the common, fast path).
         return fence.update(**fields) == 1
     with transaction.atomic(using=db):
         if fence.update(**fields) != 1:
             return False
-        if job.lock_key and not keep_lock:
-            JobTypeLock.objects.filter(key=job.lock_key, claim_id=claim_id).delete()
+        if not keep_lock:
+            free_keys(job, claim_id)
         if outcome.status == JobStatus.FAILED and outcome.retry:
             schedule_retry(job, now)
     return True
@@ -487,6 +503,7 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
         max_attempts=job.max_attempts,
         unique_key=job.unique_key,
         lock_key=job.lock_key,
+        limit_key=job.limit_key,
         rescheduled_from_id=job.pk,
         created_by_id=job.created_by_id,
         meta=job.meta,
@@ -495,14 +512,22 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
     return Job.objects.insert_scheduled(retry, replace=job_type.unique == "replace")
 
 
-def release_row(job: Job, claim_id: uuid.UUID | None, *, unstarted: bool = False) -> bool:
+def release_row(
+    job: Job, claim_id: uuid.UUID | None, *, unstarted: bool = False,
+    snooze: float | None = None,
+) -> bool:
     """Give a claimed row back to the queue as a scheduled row that never started.
 
     It holds its unique key again: under "skip" a job with the same key enqueued during the run
     is kept and this row is cancelled in its favour; under "replace" that job is cancelled.
+    With ``snooze`` (seconds) the row is due again that long after now, by the database's
+    clock, and counts one more snooze; its attempt is unchanged either way.
     """
     fields = scheduled_state(job.name, job.unique_key)
     slot = fields.pop("unique_slot")
+    if snooze is not None:
+        fields["run_at"] = clock.sql_now(snooze)
+        fields["snoozes"] = F("snoozes") + 1
     with transaction.atomic(using=jobs_settings.DATABASE):
         # The fence first: the unique policy may cancel another row, which only the run that
         # still owns its claim may do.
@@ -522,8 +547,8 @@ def release_row(job: Job, claim_id: uuid.UUID | None, *, unstarted: bool = False
                     error=f"released back to the queue while job {holder.pk} with the same "
                     "unique key was pending; that job runs instead",
                 )
-        if won and job.lock_key:
-            JobTypeLock.objects.filter(key=job.lock_key, claim_id=claim_id).delete()
+        if won:
+            free_keys(job, claim_id)
     return won
 
 

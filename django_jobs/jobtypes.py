@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 from django.core.exceptions import ImproperlyConfigured
 
 from .exceptions import LockKeyError, UnknownJob
+from .limits import Rate, check_concurrency, parse_rate
 from .options import (
     ENQUEUE_OPTIONS,
     NAME_MAX_LENGTH,
@@ -79,6 +80,10 @@ class JobType:
     queue: str = "default"
     priority: int = 0
     lock: bool | Callable[[dict[str, Any]], str] | None = None
+    concurrency: int | None = None
+    concurrency_key: Callable[[dict[str, Any]], str] | None = None
+    rate_limit: str | None = None
+    max_snoozes: int = 100
     max_attempts: int = 1
     retry_delay: timedelta = timedelta(seconds=30)
     retry_backoff: float = 2.0
@@ -111,10 +116,42 @@ class JobType:
 
     @property
     def uses_lock(self) -> bool:
-        """Recurring jobs are locked unless told otherwise; others are not."""
+        """Recurring jobs are locked unless told otherwise (or given a concurrency limit);
+        others are not."""
         if self.lock is None:
-            return self.is_recurring
+            return self.is_recurring and self.concurrency is None
         return bool(self.lock)
+
+    @property
+    def rate(self) -> Rate | None:
+        """``rate_limit`` parsed (it was validated at registration)."""
+        return None if self.rate_limit is None else parse_rate(self.rate_limit)
+
+    @property
+    def has_limits(self) -> bool:
+        """A concurrency or rate limit of its own (``lock`` is apart)."""
+        return self.concurrency is not None or self.rate_limit is not None
+
+    def limit_key_for(self, data: Mapping[str, Any]) -> str | None:
+        """The key its concurrency and rate limits count under (``Job.limit_key``), or
+        ``None`` without limits: the name, or ``"<name>:<key>"`` with a ``concurrency_key``."""
+        if not self.has_limits:
+            return None
+        if self.concurrency_key is None:
+            return self.name
+        try:
+            key = self.concurrency_key(dict(data))
+        except Exception as exc:
+            raise LockKeyError(
+                f"the concurrency_key function of job {self.name!r} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(key, str) or not key:
+            raise TypeError(
+                f"the concurrency_key function of job {self.name!r} returned {key!r}; it must "
+                "return a non-empty string"
+            )
+        return f"{self.name}:{key}"
 
     def lock_key_for(self, data: Mapping[str, Any]) -> str | None:
         """The ``JobTypeLock`` key a run with ``data`` must hold, or ``None``."""
@@ -336,6 +373,7 @@ def _validate_options(func: Callable[..., Any], name: Any, options: dict[str, An
         lock = options["lock"]
         if lock is not None and not isinstance(lock, bool) and not callable(lock):
             raise TypeError("lock must be True, False or a callable (data) -> str")
+    _check_limits(options, values)
     if "max_attempts" in options:
         attempts = options["max_attempts"]
         if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
@@ -359,6 +397,29 @@ def _validate_options(func: Callable[..., Any], name: Any, options: dict[str, An
     if "enabled" in options and not isinstance(options["enabled"], bool):
         raise TypeError(f"enabled must be True or False, not {options['enabled']!r}")
     return values
+
+
+def _check_limits(options: dict[str, Any], values: dict[str, Any]) -> None:
+    concurrency = options.get("concurrency")
+    if concurrency is not None:
+        check_concurrency(concurrency)
+        if options.get("lock"):
+            raise ValueError(
+                "give lock or concurrency, not both: lock=True is a concurrency limit of 1 "
+                "(per key with a lock callable)"
+            )
+    if options.get("rate_limit") is not None:
+        parse_rate(options["rate_limit"])
+    key = options.get("concurrency_key")
+    if key is not None:
+        if not callable(key):
+            raise TypeError(f"concurrency_key must be a callable (data) -> str, not {key!r}")
+        if concurrency is None and options.get("rate_limit") is None:
+            raise ValueError("concurrency_key needs concurrency or rate_limit: it names what "
+                             "they count per key")
+    snoozes = options.get("max_snoozes", 100)
+    if isinstance(snoozes, bool) or not isinstance(snoozes, int) or snoozes < 0:
+        raise ValueError(f"max_snoozes must be an integer of at least 0, not {snoozes!r}")
 
 
 def _check_signature(func: Callable[..., Any]) -> None:

@@ -29,11 +29,15 @@ def acquire(
     worker: str,
     owner: uuid.UUID | None = None,
     until: datetime | None = None,
+    slot_of: str | None = None,
+    capacity: int | None = None,
 ) -> bool:
-    """Take ``key`` for this claim; ``True`` if taken. Call inside a transaction."""
+    """Take ``key`` (a lock key, or with ``slot_of`` a slot of that concurrency group) for
+    this claim; ``True`` if taken. Call inside a transaction."""
     fields = {
         "job_id": job_id, "claim_id": claim_id, "worker": worker, "owner_id": owner,
-        "locked_until": None if owner is not None else until,
+        "locked_until": None if owner is not None else until, "slot_of": slot_of,
+        "capacity": capacity,
     }
     # A key taken without a process and left past its time belonged to a run that ended
     # without releasing it: take it over.

@@ -16,7 +16,7 @@ from . import clock, jobtypes, locks, payload, signals
 from .conf import jobs_settings
 from .context import JobContext
 from .enqueuing import build_row
-from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout
+from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout, Snooze
 from .execution import (
     Execution,
     Outcome,
@@ -116,6 +116,19 @@ def _log_outcome(execution: Execution, outcome: Outcome) -> None:
                  next_step(job, execution.job_type, outcome.retry), first_line)
 
 
+def _snoozed(job_type: JobType, ctx: JobContext, exc: Snooze) -> Outcome:
+    """Back to the queue without using an attempt, up to ``max_snoozes`` times; then a
+    failure that says so (a job that snoozes forever would never end)."""
+    done = ctx.job.snoozes
+    if done >= job_type.max_snoozes:
+        return Outcome.failed(
+            f"snoozed {done} times already, the most max_snoozes={job_type.max_snoozes} "
+            f"allows; this snooze ({exc.seconds:g}s) fails the run", exc, retry=False,
+        )
+    logger.info("[%s] %s snoozed for %gs", job_type.name, ctx.job.pk, exc.seconds)
+    return Outcome(JobStatus.SCHEDULED, exc=exc, snooze=exc.seconds)
+
+
 def _call(job_type: JobType, ctx: JobContext, execution: Execution) -> Outcome:
     try:
         if job_type.precheck is not None:
@@ -127,6 +140,8 @@ def _call(job_type: JobType, ctx: JobContext, execution: Execution) -> Outcome:
         return Outcome.failed(f"timed out after {job_type.timeout}", exc)
     except JobCancelled as exc:
         return Outcome(JobStatus.CANCELLED, error=str(exc), exc=exc)
+    except Snooze as exc:
+        return _snoozed(job_type, ctx, exc)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:

@@ -1,9 +1,10 @@
 from .job import Job, JobStatus, scheduled_state, unique_slot
-from .lock import JobTypeLock
+from .lock import JobTypeLock, RateToken
 from .schedule import JobSchedule, PausedQueue
 from .worker import LIVE_STATES, Worker, WorkerState
 
 __all__ = [
-    "LIVE_STATES", "Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "Worker",
+    "LIVE_STATES", "Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "RateToken",
+    "Worker",
     "WorkerState", "scheduled_state", "unique_slot",
 ]

@@ -23,7 +23,9 @@ from django.db import connections, transaction
 from .job import Job
 
 #: Nullable columns a new job may fill at enqueue time; every other nullable column starts NULL.
-ENQUEUE_NULLABLE = frozenset({"unique_key", "unique_slot", "lock_key", "created_by_id"})
+ENQUEUE_NULLABLE = frozenset(
+    {"unique_key", "unique_slot", "lock_key", "limit_key", "created_by_id"}
+)
 
 #: Plans by (alias, vendor). A plan's adapters are pure functions of a value (the backend's
 #: own, bound to the first connection of the alias), so every thread shares it.

@@ -98,6 +98,11 @@ class Job(models.Model):
     # indexes or not.
     unique_slot = models.CharField(max_length=255, null=True, blank=True, editable=False)
     lock_key = models.CharField(_("lock key"), max_length=255, null=True, blank=True)
+    # What the job's concurrency and rate limits count under ("<name>" or "<name>:<key>"),
+    # computed at enqueue; NULL for a job without limits of its own.
+    limit_key = models.CharField(_("limit key"), max_length=255, null=True, blank=True)
+    # Times this work went back to the queue through Snooze: bounded by max_snoozes.
+    snoozes = models.PositiveIntegerField(_("snoozes"), default=0)
     # A new id at every claim. Every write about a running row is fenced on it, so a worker
     # that lost its claim (written off as dead, job released) can no longer change the row.
     claim_id = models.UUIDField(null=True, blank=True, editable=False)
@@ -257,7 +262,8 @@ class Job(models.Model):
             retry = Job(
                 name=self.name, data=self.data, queue=self.queue, priority=self.priority,
                 run_at=now, created_at=now, max_attempts=self.max_attempts,
-                lock_key=self.lock_key, unique_key=self.unique_key, rescheduled_from_id=self.pk,
+                lock_key=self.lock_key, limit_key=self.limit_key, unique_key=self.unique_key,
+                rescheduled_from_id=self.pk,
                 meta=self.meta,
                 created_by_id=getattr(created_by, "pk", created_by) or self.created_by_id,
                 **scheduled_state(self.name, self.unique_key),

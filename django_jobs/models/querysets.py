@@ -16,6 +16,7 @@ from django.db.models import (
     Exists,
     Expression,
     ExpressionWrapper,
+    F,
     IntegerField,
     Max,
     Min,
@@ -172,11 +173,14 @@ class JobQuerySet(models.QuerySet):
         names: Iterable[str] | None = None,
         exclude_names: Iterable[str] = (),
         exclude_queues: Iterable[str] = (),
+        exclude_limit_keys: Iterable[str] = (),
     ) -> JobQuerySet:
         """Due rows that a worker may start now: their lock key, if any, is free.
 
         ``names`` (when given) are the only job names taken: a worker runs what its code
         registers, and leaves other rows to the workers that know them.
+        ``exclude_limit_keys`` are limit keys at their limit: their rows are left out before
+        the claim's window is cut, so that one busy key cannot fill it.
         """
         JobTypeLock = _model("JobTypeLock")
         now = _now(now)
@@ -192,6 +196,10 @@ class JobQuerySet(models.QuerySet):
         exclude_queues = list(exclude_queues)
         if exclude_queues:
             qs = qs.exclude(queue__in=exclude_queues)
+        exclude_limit_keys = list(exclude_limit_keys)
+        if exclude_limit_keys:
+            # NOT IN alone would drop the rows without a limit key (NULL NOT IN ... is NULL).
+            qs = qs.filter(Q(limit_key__isnull=True) | ~Q(limit_key__in=exclude_limit_keys))
         return qs
 
     def started_since(self, since: datetime) -> JobQuerySet:
@@ -588,8 +596,68 @@ class JobTypeLockQuerySet(models.QuerySet):
         ))
 
 
+    def held_by_run(self, job_id, claim_id) -> JobTypeLockQuerySet:
+        """The lock key and the slots one claimed run holds (the fence of their release)."""
+        return self.filter(job_id=job_id, claim_id=claim_id)
+
+    def slots(self) -> JobTypeLockQuerySet:
+        """Held slots of concurrency limits, not lock keys; those of a run without a
+        process past ``locked_until`` are free for the taking."""
+        return self.filter(slot_of__isnull=False).exclude(
+            owner__isnull=True, locked_until__lte=clock.sql_now()
+        )
+
+    def slots_in_use(self, groups: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{group: (slots held, capacity)}``: one grouped query over the held slots."""
+        qs = self.slots()
+        if groups is not None:
+            qs = qs.filter(slot_of__in=list(groups))
+        rows = qs.order_by().values("slot_of").annotate(n=Count("pk"), cap=Max("capacity"))
+        return {row["slot_of"]: (row["n"], row["cap"] or 0) for row in rows}
+
+    def held_slot_numbers(self) -> dict[str, tuple[set[int], int]]:
+        """``{group: (numbers of its held slots, capacity)}``: one query over the held slots
+        (the table holds the running runs' slots only)."""
+        held: dict[str, tuple[set[int], int]] = {}
+        for group, key, capacity in self.slots().values_list("slot_of", "key", "capacity"):
+            numbers, cap = held.setdefault(group, (set(), capacity or 0))
+            numbers.add(int(key.rpartition("#")[2]))
+            if capacity and capacity > cap:
+                held[group] = (numbers, capacity)
+        return held
+
+
 class JobTypeLockManager(models.Manager.from_queryset(JobTypeLockQuerySet)):  # type: ignore[misc]
     def get_queryset(self) -> JobTypeLockQuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)
+
+
+class RateTokenQuerySet(models.QuerySet):
+    def usable(self) -> RateTokenQuerySet:
+        """Tokens within their group's current capacity (a limit lowered leaves the rest)."""
+        return self.filter(number__lt=F("capacity"))
+
+    def free(self) -> RateTokenQuerySet:
+        """Tokens not used within their period, by the database's clock."""
+        return self.usable().filter(free_at__lte=clock.sql_now())
+
+    def in_use(self, groups: Iterable[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``{group: (tokens used within their period, capacity)}``: one grouped query over
+        the tokens used in the last period (the others are not read)."""
+        qs = self.usable().filter(free_at__gt=clock.sql_now())
+        if groups is not None:
+            qs = qs.filter(group__in=list(groups))
+        rows = qs.order_by().values("group").annotate(n=Count("pk"), cap=Max("capacity"))
+        return {row["group"]: (row["n"], row["cap"]) for row in rows}
+
+    def use(self, seconds: int, capacity: int) -> int:
+        """Take these tokens if still free: each serves again ``seconds`` later. Returns how
+        many were taken (the guard decides between racing claims)."""
+        return self.free().update(free_at=clock.sql_now(seconds), capacity=capacity)
+
+
+class RateTokenManager(models.Manager.from_queryset(RateTokenQuerySet)):  # type: ignore[misc]
+    def get_queryset(self) -> RateTokenQuerySet:
         return super().get_queryset().using(self._db or jobs_settings.DATABASE)
 
 

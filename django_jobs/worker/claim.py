@@ -21,6 +21,7 @@ from .. import clock, locks
 from ..conf import jobs_settings
 from ..execution import DEFAULT_TIMEOUT, lease_margin
 from ..models import Job, JobStatus, JobTypeLock, Worker
+from .limiting import Limiter, plan
 
 
 @contextmanager
@@ -80,30 +81,51 @@ def claim(
     with _immediate(connection), transaction.atomic(using=db):
         if owner is not None and not Worker.objects.beat(owner):
             raise WrittenOff(owner)
-        filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
-                   tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), fetch,
-                   skip_locked)
-        if ids is not None or now is not None or clock.is_frozen():
-            rows = list(_candidates(db, now, *filters, ids=None if ids is None else list(ids)))
-        else:
-            rows = _compiled_candidates(db, connection.vendor, *filters).fetch()
         lease = None
         if owner is None:
             # Rows without a process behind them keep a lease until they start.
             lease = (now or clock.now()) + _default_timeout() + lease_margin()
+        filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
+                   tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), fetch,
+                   skip_locked)
+        id_list = None if ids is None else list(ids)
+        if ids is not None or now is not None or clock.is_frozen():
+            rows = list(_candidates(db, now, *filters, ids=id_list))
+        else:
+            rows = _compiled_candidates(db, connection.vendor, *filters).fetch()
+        limits = plan(names, queues)
+        limiter = None
+        if limits is not None and any(limits.limits_of(row) for row in rows):
+            # Rows with limits in the window: read what is in use. If some of its rows are at
+            # their limit, read the window again without the keys and queues at their limit,
+            # so that a key with a long backlog cannot starve the others.
+            limiter = Limiter(limits, claim_id, worker, owner, lease)
+            limiter.read_use()
+            if any(limit.group in limiter.full_groups
+                   for row in rows for limit in limits.limits_of(row)):
+                filters = (*filters[:3], tuple(sorted({*exclude_queues, *limiter.full_queues})),
+                           *filters[4:])
+                rows = list(_candidates(db, now, *filters, ids=id_list,
+                                        exclude_limit_keys=limiter.full_limit_keys))
         chosen: list[Job] = []
         keys: set[str] = set()
         for row in rows:
             if len(chosen) == limit:
                 break
+            if limiter is not None and not limiter.admit(row):
+                continue
             if row.lock_key:
                 if row.lock_key in keys or not locks.acquire(
                     row.lock_key, job_id=row.pk, claim_id=claim_id, worker=worker,
                     owner=owner, until=lease,
                 ):
+                    if limiter is not None:
+                        limiter.forget(row)
                     continue
                 keys.add(row.lock_key)
             chosen.append(row)
+        if limiter is not None:
+            chosen = limiter.take(chosen)
         if not chosen:
             return []
         Job.objects.filter(pk__in=[row.pk for row in chosen], status=JobStatus.SCHEDULED).update(
@@ -122,6 +144,10 @@ def claim(
                 # Keys taken for rows another worker won: give them back before commit, or
                 # they would stay held by a claim that owns nothing.
                 JobTypeLock.objects.filter(key__in=lost_keys, claim_id=claim_id).delete()
+            if limiter is not None:
+                lost = [row.pk for row in chosen if row.pk not in won]
+                if lost:
+                    JobTypeLock.objects.filter(job_id__in=lost, claim_id=claim_id).delete()
             chosen = [row for row in chosen if row.pk in won]
     for row in chosen:
         row.status = JobStatus.RUNNING
@@ -177,12 +203,13 @@ class _CompiledCandidates:
 
 
 def _candidates(
-    db, now, queues, names, exclude_names, exclude_queues, fetch, skip_locked, ids=None
+    db, now, queues, names, exclude_names, exclude_queues, fetch, skip_locked, ids=None,
+    exclude_limit_keys=(),
 ):
     """The rows a claim looks at: claimable now, locked as they are read, ``fetch`` at most."""
     candidates = Job.objects.using(db).claimable(
         now, queues=queues, names=names, exclude_names=exclude_names,
-        exclude_queues=exclude_queues,
+        exclude_queues=exclude_queues, exclude_limit_keys=exclude_limit_keys,
     )
     if ids is not None:
         candidates = candidates.filter(pk__in=ids)

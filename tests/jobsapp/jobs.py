@@ -438,3 +438,40 @@ def record_then_sleep(ctx: JobContext, token: str, seconds: float = 3.0) -> str:
                              started=time.time())
     time.sleep(seconds)
     return token
+
+
+def _limit_key(data) -> str:
+    return str(data["key"])
+
+
+@job(concurrency=2, concurrency_key=_limit_key)
+def limited_per_key(ctx: JobContext, key: str, seconds: float = 0.05) -> str:
+    """Records its interval under its key: at most 2 of a key may overlap."""
+    Interval.objects.create(key=f"limited:{key}", job_id=ctx.job.pk, started=time.time())
+    time.sleep(seconds)
+    Interval.objects.filter(job_id=ctx.job.pk).update(ended=time.time())
+    return key
+
+
+@job(rate_limit="100/s")
+def rate_limited(ctx: JobContext, n: int = 0) -> int:
+    return n
+
+
+@job(concurrency=2, max_attempts=2, retry_delay=0)
+def limited_sleep(ctx: JobContext, seconds: float = 3600.0) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+@job(max_snoozes=2)
+def snoozer(ctx: JobContext, times: int = 1, seconds: float = 0.0) -> int:
+    """Snoozes ``times`` times, then returns how many snoozes its row counted."""
+    if ctx.job.snoozes < times:
+        ctx.snooze(seconds)
+    return ctx.job.snoozes
+
+
+@job(rate_limit="3/h", concurrency=1)
+def slow_rate(ctx: JobContext, n: int = 0) -> int:
+    return n

@@ -290,3 +290,28 @@ def test_worker_lost_after_shorter_than_three_heartbeats_is_e007(values):
 def test_worker_lost_after_of_exactly_three_heartbeats_passes():
     with override_settings(DJANGO_JOBS={"WORKER_LOST_AFTER": 3.0, "HEARTBEAT_INTERVAL": 1.0}):
         assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ({"mail": {"rate_limit": "10/x"}}, "DJANGO_JOBS['QUEUES']['mail']['rate_limit'] '10/x' "
+         "is not a rate"),
+        ({"mail": {"concurrency": 0}}, "DJANGO_JOBS['QUEUES']['mail']['concurrency'] must be "
+         "an integer of at least 1, not 0"),
+        ({"mail": {"concurency": 3}}, "DJANGO_JOBS['QUEUES']['mail'] has an unknown key "
+         "'concurency'"),
+        ({"mail": 5}, "DJANGO_JOBS['QUEUES']['mail'] should be a dict"),
+    ],
+)
+def test_a_queue_limit_that_is_not_valid_is_e008(queues, message):
+    with override_settings(DJANGO_JOBS={"QUEUES": queues}):
+        errors = check_settings()
+    assert [e.id for e in errors] == ["django_jobs.E008"]
+    assert errors[0].msg.startswith(message), errors[0].msg
+
+
+def test_valid_queue_limits_pass_the_checks():
+    with override_settings(DJANGO_JOBS={"QUEUES": {"mail": {"concurrency": 2,
+                                                            "rate_limit": "10/s"}}}):
+        assert check_settings() == []

@@ -533,3 +533,40 @@ def test_the_suite_registry_is_left_clean():
     assert not any(name.startswith("t.") for name in global_registry.names())
     assert "shared" not in global_registry
     assert "jobsapp.echo" in global_registry
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"rate_limit": "100/w"}, "rate_limit '100/w' is not a rate: write N/s, N/m, N/h or N/d"),
+        ({"rate_limit": 100}, "rate_limit must be a string like '100/m'"),
+        ({"rate_limit": "0/s"}, "allows no run at all"),
+        ({"concurrency": 0}, "concurrency must be an integer of at least 1, not 0"),
+        ({"concurrency": 2, "concurrency_key": "customer"}, "concurrency_key must be a callable"),
+        ({"concurrency_key": lambda d: "x"}, "concurrency_key needs concurrency or rate_limit"),
+        ({"concurrency": 2, "lock": True}, "give lock or concurrency, not both"),
+        ({"max_snoozes": -1}, "max_snoozes must be an integer of at least 0"),
+    ],
+)
+def test_bad_limits_are_refused_at_registration_naming_the_job(options, message):
+    def limited(ctx):
+        return None
+
+    with pytest.raises(ImproperlyConfigured) as info:
+        jobtypes.build_job_type(limited, {"name": "app.limited", **options})
+    assert "@job 'app.limited'" in str(info.value)
+    assert message in str(info.value)
+
+
+def test_a_limit_key_is_the_name_or_the_name_and_the_concurrency_key():
+    def limited(ctx, customer):
+        return None
+
+    plain = jobtypes.build_job_type(limited, {"name": "app.a", "rate_limit": "5/m"})
+    keyed = jobtypes.build_job_type(limited, {"name": "app.b", "concurrency": 2,
+                                              "concurrency_key": lambda d: str(d["customer"])})
+    assert plain.limit_key_for({"customer": 3}) == "app.a"
+    assert keyed.limit_key_for({"customer": 3}) == "app.b:3"
+    assert plain.rate.count == 5 and plain.rate.seconds == 60
+    none = jobtypes.build_job_type(limited, {"name": "app.c"})
+    assert none.limit_key_for({}) is None
