@@ -26,7 +26,8 @@ from .humanize import cron_words, duration_words, every_words
 from .ids import id_prefix_range
 from .jobtypes import JobType, Registry
 from .jobtypes import registry as job_types
-from .models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, Worker
+from .limits import job_group, queue_limits
+from .models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, RateToken, Worker
 from .pruning import prune
 from .types import (
     Ensured,
@@ -35,6 +36,7 @@ from .types import (
     Inspection,
     JobInfo,
     JobStatusInfo,
+    LimitInfo,
     LockInfo,
     QueueInfo,
     RunInfo,
@@ -216,6 +218,34 @@ class ControlAPI:
             )
             for row in rows
         ]
+
+    def limits(self) -> builtins.list[LimitInfo]:
+        """Every concurrency and rate limit (of job types and of queues) with its use now.
+
+        Two grouped queries (slots held, rate tokens used in their period), however many
+        limits and keys there are.
+        """
+        slots = JobTypeLock.objects.slots_in_use()
+        tokens = RateToken.objects.in_use()
+        infos = []
+        for job_type in self:
+            if not job_type.has_limits:
+                continue
+            prefix = job_group(job_type.name)
+            keyed = job_type.concurrency_key is not None
+            infos.append(_limit_info(
+                "job", job_type.name, keyed, job_type.concurrency, job_type.rate,
+                {g: v for g, v in slots.items() if _in_group(g, prefix, keyed)},
+                {g: v for g, v in tokens.items() if _in_group(g, prefix, keyed)},
+            ))
+        for queue, limit in sorted(queue_limits(jobs_settings.QUEUES).items()):
+            group = limit.group
+            infos.append(_limit_info(
+                "queue", queue, False, limit.concurrency, limit.rate,
+                {g: v for g, v in slots.items() if g == group},
+                {g: v for g, v in tokens.items() if g == group},
+            ))
+        return infos
 
     def inspect(self) -> Inspection:
         """Queue depth per queue and status, the oldest due job's wait, running jobs, workers."""
@@ -464,6 +494,29 @@ class ControlAPI:
             error=outcome.error,
         )
         return JobStatusInfo.from_job(job, clock.now())
+
+
+def _in_group(group: str, prefix: str, keyed: bool) -> bool:
+    """Whether a slot or token group belongs to a limit (``prefix``, or ``prefix:<key>``)."""
+    return group.startswith(prefix + ":") if keyed else group == prefix
+
+
+def _limit_info(scope, name, keyed, concurrency, rate, slots, tokens) -> LimitInfo:
+    at_limit = set()
+    for group, (held, _capacity) in slots.items():
+        if concurrency is not None and held >= concurrency:
+            at_limit.add(group)
+    for group, (used, _capacity) in tokens.items():
+        if rate is not None and used >= rate.count:
+            at_limit.add(group)
+    return LimitInfo(
+        scope=scope, name=name, keyed=keyed, concurrency=concurrency,
+        rate_limit=str(rate) if rate is not None else None,
+        running=sum(held for held, _ in slots.values()),
+        started_in_period=sum(used for used, _ in tokens.values()),
+        keys=len(set(slots) | set(tokens)),
+        keys_at_limit=tuple(sorted(g.split(":", 1)[1] for g in at_limit)),
+    )
 
 
 def _holder_is_gone(job: Job) -> bool:

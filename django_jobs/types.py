@@ -160,6 +160,43 @@ class Ensured(Snapshot):
 
 
 @dataclass(frozen=True)
+class LimitInfo(Snapshot):
+    """A concurrency or rate limit and its current use (``registry.limits()``)."""
+
+    scope: str  # "job" (an @job's own limits) or "queue" (DJANGO_JOBS["QUEUES"])
+    name: str  # the job's name or the queue
+    keyed: bool  # counted per concurrency_key: the figures below add up every key
+    concurrency: int | None
+    rate_limit: str | None  # "100/m"
+    running: int  # slots held now
+    started_in_period: int  # claims within the rate's period (sliding window)
+    keys: int  # keys with a slot held or a claim within the period
+    keys_at_limit: tuple[str, ...]  # keys whose concurrency or rate is used up now
+
+    @property
+    def in_use(self) -> str:
+        """``"3 / 5 running, 82 / 100 per minute"``, as the admin and the CLI show it; per key:
+        ``"3 running over 2 keys (at most 2 per key)"``."""
+        parts = []
+        unit_words = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+        count, unit = self.rate_limit.split("/") if self.rate_limit else ("", "s")
+        if self.keyed:
+            keys = f"{self.keys} key{'s' if self.keys != 1 else ''}"
+            if self.concurrency is not None:
+                parts.append(f"{self.running} running over {keys} "
+                             f"(at most {self.concurrency} per key)")
+            if self.rate_limit is not None:
+                parts.append(f"{self.started_in_period} started this {unit_words[unit]} over "
+                             f"{keys} (at most {count} per key)")
+            return ", ".join(parts)
+        if self.concurrency is not None:
+            parts.append(f"{self.running} / {self.concurrency} running")
+        if self.rate_limit is not None:
+            parts.append(f"{self.started_in_period} / {count} per {unit_words[unit]}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
 class LockInfo(Snapshot):
     """A held ``JobTypeLock`` (``registry.locks()``)."""
 

@@ -185,6 +185,7 @@ class DashboardMixin:
             "can_cancel": self.has_cancel_permission(request),
             "can_pause": self.has_pause_permission(request),
             "queues": queue_rows(job_types),
+            "limits": registry.limits(),
             "pause_url": self.admin_url("pause"),
             "run_url": self.admin_url("dashboard_run"),
             "changelist_url": self.admin_url("changelist"),

@@ -76,8 +76,9 @@ def test_the_query_count_does_not_depend_on_job_types_or_rows(admin_client, make
     add_rows(list(registry)[:1])
     few = _queries(admin_client)
     add_rows(list(registry)[1:12])
-    # session, user, running, next runs, last runs (2), paused schedules, paused queues
-    assert _queries(admin_client) == few == 8
+    # session, user, running, next runs, last runs (2), paused schedules, paused queues,
+    # limits (slots held, rate tokens used)
+    assert _queries(admin_client) == few == 10
 
 
 def test_run_now_enqueues_a_run_due_now(admin_client, admin_user):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from io import StringIO
 
 import pytest
+from django.conf import settings
+from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.test import override_settings
+from django.urls import reverse
 
 from django_jobs import registry
 from django_jobs.execution import Execution, Outcome, record_outcome
@@ -174,3 +179,54 @@ def test_a_snooze_of_a_run_taken_away_changes_nothing():
     row = started(claim("test:1", 1))
     assert record_outcome(row, uuid.uuid4(), Outcome(status="scheduled", snooze=10)) is False
     assert Job.objects.get(pk=job.pk).status == "running"
+
+
+# -- visible: registry.limits(), manage.py jobs limits, the dashboard -----------------------------
+
+
+def _limit(name: str, scope: str = "job"):
+    return next(i for i in registry.limits() if (i.scope, i.name) == (scope, name))
+
+
+def test_limits_show_each_limit_with_its_use_now_and_the_keys_at_their_limit():
+    limited = registry.get("jobsapp.limited_per_key")
+    limited.enqueue_many([{"key": "a"}] * 3 + [{"key": "b"}])
+    registry.get("jobsapp.slow_rate").enqueue_many([{"n": n} for n in range(5)])
+    with override_settings(DJANGO_JOBS={**settings.DJANGO_JOBS, **QUEUE_LIMITS}):
+        _claim_all(limit=10)
+        per_key = _limit("jobsapp.limited_per_key")
+        rate = _limit("jobsapp.slow_rate")
+        queue = _limit("mail", scope="queue")
+    assert (per_key.keyed, per_key.concurrency, per_key.running, per_key.keys) == (True, 2, 3, 2)
+    assert per_key.keys_at_limit == ("jobsapp.limited_per_key:a",)
+    assert per_key.in_use == "3 running over 2 keys (at most 2 per key)"
+    # One claim of slow_rate (concurrency 1): one of its 3 tokens per hour used.
+    assert (rate.rate_limit, rate.started_in_period, rate.running) == ("3/h", 1, 1)
+    assert rate.in_use == "1 / 1 running, 1 / 3 per hour"
+    assert (queue.concurrency, queue.running, queue.keys_at_limit) == (2, 0, ())
+    assert "jobsapp.echo" not in {i.name for i in registry.limits()}
+
+
+def test_jobs_limits_prints_a_table_and_json():
+    registry.get("jobsapp.limited_per_key").enqueue_many([{"key": "a"}] * 2)
+    _claim_all()
+    out = StringIO()
+    call_command("jobs", "limits", stdout=out)
+    text = out.getvalue()
+    assert "jobsapp.limited_per_key (per key)" in text and "concurrency 2" in text
+    assert "2 running over 1 key (at most 2 per key)" in text
+    assert "jobsapp.limited_per_key:a" in text
+    out = StringIO()
+    call_command("jobs", "limits", "--json", stdout=out)
+    rows = {row["name"]: row for row in json.loads(out.getvalue())}
+    assert rows["jobsapp.limited_per_key"]["running"] == 2
+    assert rows["jobsapp.rate_limited"]["rate_limit"] == "100/s"
+
+
+def test_the_dashboard_shows_limits_and_their_use(admin_client):
+    registry.get("jobsapp.limited_per_key").enqueue_many([{"key": "<b>"}] * 2)
+    _claim_all()
+    page = admin_client.get(reverse("admin:django_jobs_job_dashboard")).content.decode()
+    assert 'id="dj-limits"' in page
+    assert "2 running over 1 key (at most 2 per key)" in page
+    assert "jobsapp.limited_per_key:&lt;b&gt;" in page and "<b>" not in page.split("dj-limits")[1]

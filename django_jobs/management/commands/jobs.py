@@ -103,6 +103,7 @@ class Command(BaseCommand):
         p.add_argument("--retry", action="store_true", help="Schedule a retry if attempts remain.")
         add("prune", "Delete finished jobs older than their keep.", True)
         add("locks", "Held job type locks.", True)
+        add("limits", "Concurrency and rate limits, and their use now.", True)
         add("inspect", "Queue depths, the oldest due job, running jobs and their workers.", True)
         add("workers", "Worker processes: host, pid, queues, runs held, last heartbeat, state.",
             True)
@@ -195,6 +196,24 @@ class Command(BaseCommand):
             lines.append(("error", info.error.split("\n", 1)[0]))
         width = max(len(key) for key, _ in lines)
         return "\n".join(f"{key.ljust(width)}  {value}" for key, value in lines)
+
+    def do_limits(self, options: dict[str, Any]) -> None:
+        limits = registry.limits()
+        if self.as_json:
+            return self.emit([{**info.as_dict(), "in_use": info.in_use} for info in limits])
+        if not limits:
+            self.stdout.write("No job or queue has a concurrency or rate limit.")
+            return
+        rows = [
+            [info.scope, info.name + (" (per key)" if info.keyed else ""),
+             ", ".join(filter(None, [
+                 f"concurrency {info.concurrency}" if info.concurrency is not None else "",
+                 f"rate {info.rate_limit}" if info.rate_limit is not None else "",
+             ])),
+             info.in_use, ", ".join(info.keys_at_limit) or "-"]
+            for info in limits
+        ]
+        self.stdout.write(_table(rows, ["SCOPE", "NAME", "LIMIT", "IN USE", "AT LIMIT"]))
 
     def do_locks(self, options: dict[str, Any]) -> None:
         locks = registry.locks()
