@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from django.db import DatabaseError, InternalError, OperationalError, connections
 
@@ -33,6 +34,21 @@ logger = logging.getLogger("django_jobs")
 LOCK_WAIT_SECONDS = 1
 #: After a progress write found its row locked, seconds before the next try for that run.
 PROGRESS_BACKOFF = 5.0
+
+
+def bound_lock_wait(connection: Any, seconds: int, *, transaction_only: bool = False) -> None:
+    """Make row-lock waits on ``connection`` give up after ``seconds`` (with an error): for the
+    whole session, or on PostgreSQL for the current transaction only (MariaDB has no such
+    scope: use it on a connection of its own)."""
+    if connection.vendor == "postgresql":
+        scope = "LOCAL " if transaction_only else ""
+        statement = f"SET {scope}lock_timeout = '{int(seconds)}s'"
+    elif connection.vendor == "mysql":
+        statement = f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}"
+    else:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
 
 
 class Monitor(threading.Thread):
@@ -168,13 +184,7 @@ class Monitor(threading.Thread):
         connection.ensure_connection()
         if connection.connection is self._tuned:
             return
-        statement = {
-            "postgresql": f"SET lock_timeout = '{LOCK_WAIT_SECONDS}s'",
-            "mysql": f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_SECONDS}",
-        }.get(connection.vendor)
-        if statement:
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
+        bound_lock_wait(connection, LOCK_WAIT_SECONDS)
         self._tuned = connection.connection
 
     # -- what the job threads hand over -------------------------------------------------------

@@ -26,7 +26,7 @@ from .execution import (
     worker_id,
 )
 from .models import JobStatus, JobTypeLock, Worker
-from .monitor import Monitor
+from .monitor import Monitor, bound_lock_wait
 from .retry import next_step
 from .version import __version__
 
@@ -189,17 +189,6 @@ def on_own_connection(work: Callable[[], T]) -> T:
     return box["value"]
 
 
-def bound_lock_wait(connection: Any, seconds: int) -> None:
-    """Make row-lock waits of the current transaction give up after ``seconds`` (an error)."""
-    statement = {
-        "postgresql": f"SET LOCAL lock_timeout = '{int(seconds)}s'",
-        "mysql": f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}",
-    }.get(connection.vendor)
-    if statement:
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-
-
 def _register_run_process() -> uuid.UUID:
     host, _, pid = worker_id().rpartition(":")
     row = Worker.objects.create(
@@ -231,7 +220,7 @@ def start_row(job_type: JobType, data: dict[str, Any], owner: uuid.UUID) -> Exec
                     # Only an uncommitted transaction taking the same key can make this wait
                     # (the caller's own, perhaps, which waits for us): wait briefly, then call
                     # it held.
-                    bound_lock_wait(connections[db], seconds=1)
+                    bound_lock_wait(connections[db], 1, transaction_only=True)
                 try:
                     with transaction.atomic(using=db):
                         return locks.acquire(lock_key, job_id=row.pk, claim_id=claim_id,
