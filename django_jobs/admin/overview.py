@@ -221,6 +221,7 @@ class OverviewMixin:
             "workers": workers,
             "can_view_workers": can_view_workers,
             "workers_alive": sum(1 for w in workers if w["info"].alive),
+            "limits": registry.limits(),
             "paused_queues": sorted(paused_queues),
             "paused_jobs": paused_jobs,
             "time_zone": timezone.get_current_timezone_name(),

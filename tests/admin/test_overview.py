@@ -127,8 +127,8 @@ def test_the_number_of_queries_does_not_grow_with_names_rows_queues_or_workers(
     assert queries() == few, "\n".join(q["sql"][:150] for q in captured_last)
     # session, user, then: two charts, paused queues and schedules, names, status counts
     # (the table's size, by estimate or a bounded count, and one grouped count), due and
-    # running per queue, workers.
-    assert few == 12, "\n".join(q["sql"][:150] for q in captured_last)
+    # running per queue, workers, limits (slots held, rate tokens used).
+    assert few == 14, "\n".join(q["sql"][:150] for q in captured_last)
 
 
 def test_counts_past_the_threshold_are_estimated_or_bounded(db):

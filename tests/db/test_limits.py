@@ -230,3 +230,13 @@ def test_the_dashboard_shows_limits_and_their_use(admin_client):
     assert 'id="dj-limits"' in page
     assert "2 running over 1 key (at most 2 per key)" in page
     assert "jobsapp.limited_per_key:&lt;b&gt;" in page and "<b>" not in page.split("dj-limits")[1]
+
+
+def test_the_overview_shows_limits_and_their_use(admin_client):
+    registry.get("jobsapp.limited_per_key").enqueue_many([{"key": "a"}] * 2)
+    _claim_all()
+    page = admin_client.get(reverse("admin:django_jobs_job_overview")).content.decode()
+    limits = page.split('id="dj-limits"')[1].split("</table>")[0]
+    assert "jobsapp.limited_per_key" in limits
+    assert "2 running over 1 key (at most 2 per key)" in limits
+    assert "jobsapp.limited_per_key:a" in limits
