@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .composition import chain, group
 from .context import JobContext
 from .exceptions import (
     AmbiguousJobId,
@@ -48,9 +49,12 @@ __all__ = [
     "LockKeyError",
     "Snooze",
     "UnknownJob",
+    "chain",
     "enqueue",
+    "group",
     "job",
     "registry",
+    "workflow",
 ]
 
 
@@ -66,4 +70,9 @@ def __getattr__(name: str) -> Any:
         from .control import registry
 
         return registry
+    if name == "workflow":
+        # Writes rows: loaded on first use, like the registry.
+        from .workflows import workflow
+
+        return workflow
     raise AttributeError(f"module 'django_jobs' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from . import clock
 from .conf import jobs_settings
 from .exceptions import JobCancelled, JobTimeout, Snooze
 from .payload import storable_text
+from .types import DependencyOutcome
 
 if TYPE_CHECKING:
     from .execution import Execution
@@ -42,6 +43,7 @@ class JobContext:
         self._last_write = 0.0
         self._pending: dict[str, Any] | None = None
         self._started = time.monotonic()
+        self._dependencies: list[DependencyOutcome] | None = None
 
     def __repr__(self) -> str:
         return f"<JobContext {self.job.name} {self.job.pk}>"
@@ -162,6 +164,60 @@ class JobContext:
         if handed or fields:
             return {**(handed or {}), **(fields or {})}
         return None
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    @property
+    def workflow_id(self) -> Any:
+        """The workflow this run belongs to, or ``None``."""
+        return self.job.workflow_id
+
+    def dependencies(self) -> list[DependencyOutcome]:
+        """The jobs this run waited for (``after=``, the step before it in a chain, the
+        members of a group for its callbacks), in the order given, as they ended: for a job
+        that was retried, its last attempt."""
+        if self._dependencies is None:
+            # Imported when called: this module loads with the package (``JobContext`` is
+            # public), while Django populates its apps, before the models exist.
+            from .models import JobDependency
+
+            rows = (
+                JobDependency.objects.filter(job=self.job.pk).order_by("position", "pk")
+                .values_list("depends_on_id", "depends_on__name", "depends_on__status",
+                             "depends_on__result", "depends_on__error")
+            )
+            self._dependencies = [
+                DependencyOutcome(id=pk, name=name or "", status=status or "gone",
+                                  result=result, error=(error or "").split("\n", 1)[0])
+                for pk, name, status, result, error in rows
+            ]
+        return self._dependencies
+
+    def dependency_results(self) -> list[Any]:
+        """The results of ``dependencies()``, in order (``None`` for one that did not
+        succeed)."""
+        return [dep.result for dep in self.dependencies()]
+
+    def dependency_counts(self) -> dict[str, int]:
+        """How the jobs this run waited for ended: ``{"succeeded": 998, "failed": 2}``, a
+        summary for large groups."""
+        counts: dict[str, int] = {}
+        for dep in self.dependencies():
+            counts[dep.status] = counts.get(dep.status, 0) + 1
+        return counts
+
+    @property
+    def previous_result(self) -> Any:
+        """The result of the one job this run waited for (the previous step of a chain);
+        ``None`` when it waited for none. Raises ``ValueError`` when it waited for several:
+        read ``dependency_results()`` then."""
+        dependencies = self.dependencies()
+        if len(dependencies) > 1:
+            raise ValueError(
+                f"job {self.job.name!r} ran after {len(dependencies)} jobs: "
+                "ctx.dependency_results() has their results"
+            )
+        return dependencies[0].result if dependencies else None
 
     def phases(self, weights: Mapping[str, float]) -> Phases:
         """Weighted phases: ``with ctx.phases({...})("name") as p: p.progress(0.5)``."""

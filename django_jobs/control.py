@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import Error, connections, transaction
+from django.db import Error, OperationalError, connections, transaction
 from django.db.models import Count
 
-from . import clock, payload, signals
+from . import clock, payload, signals, workflows
 from .conf import jobs_settings
 from .enqueuing import ENQUEUE_OPTIONS, _maybe_eager, _save_unique, build_row
 from .exceptions import InvalidJobState, JobAlreadyRunning, JobStillRunning
@@ -27,7 +27,16 @@ from .ids import id_prefix_range
 from .jobtypes import JobType, Registry
 from .jobtypes import registry as job_types
 from .limits import job_group, queue_limits
-from .models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, RateToken, Worker
+from .models import (
+    Job,
+    JobSchedule,
+    JobStatus,
+    JobTypeLock,
+    PausedQueue,
+    RateToken,
+    Worker,
+    Workflow,
+)
 from .pruning import prune
 from .types import (
     Ensured,
@@ -41,6 +50,7 @@ from .types import (
     QueueInfo,
     RunInfo,
     WorkerInfo,
+    WorkflowInfo,
 )
 from .worker.scheduler import reset
 
@@ -376,6 +386,29 @@ class ControlAPI:
         """
         cancelled, requested = self._targets(job_id_or_name).cancel(clock.now())
         return cancelled + requested
+
+    # -- workflows --------------------------------------------------------------------------
+
+    def workflow_status(self, workflow_id: Any) -> WorkflowInfo:
+        """Where a workflow stands: status, progress and ETA, each member and its links.
+
+        ``workflow_id`` is the id, or a unique prefix of it (at least 4 hex characters).
+        """
+        return workflows.workflow_info(workflow_id)
+
+    def cancel_workflow(self, workflow_id: Any) -> int:
+        """Cancel every member of a workflow not finished yet, callbacks included; running
+        members are asked to stop. Returns how many rows were cancelled at once."""
+        workflow = Workflow.objects.get_by_id(workflow_id)
+        for attempt in range(5):
+            try:
+                return workflows.cancel_workflow(workflow.pk)
+            except OperationalError:
+                # A deadlock against a member's settlement: one of the two is rolled back.
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return 0
 
     def stop(
         self, job_id_or_name: Any, timeout: float = 30.0

@@ -19,8 +19,10 @@ from django.db.models.signals import post_init, pre_init
 from django.utils import timezone
 
 from . import clock, eager, payload
+from . import workflows as _workflows
+from .composition import Chain, Group, Node, Step
 from .conf import jobs_settings
-from .models import Job, unique_slot
+from .models import Job, JobDependency, RunWhen, Workflow, unique_slot
 from .models.inserting import insert_new_jobs
 from .models.tables import raise_if_missing_table
 from .options import (
@@ -37,13 +39,22 @@ MAX_DELAY = timedelta(days=3650)
 #: The latest ``run_at=``: far enough for any plan, short of what databases can store.
 LATEST_RUN_AT = datetime(9000, 1, 1, tzinfo=UTC)
 
-__all__ = ["ENQUEUE_OPTIONS", "build_row", "enqueue_job", "enqueue_many"]
+__all__ = [
+    "ENQUEUE_OPTIONS", "build_row", "enqueue_job", "enqueue_many", "enqueue_workflow",
+]
 
 
 def enqueue_job(job_type: JobType, kwargs: dict[str, Any]) -> Job:
     options = {key: kwargs.pop(key) for key in list(kwargs) if key in ENQUEUE_OPTIONS}
+    after = options.pop("after", None)
     job_type.check_payload(kwargs)
     row, text = RowOptions(job_type, **options).row_and_json(kwargs)
+    if after is not None or _workflows.current_workflow() is not None:
+        try:
+            return _workflows.enqueue_after(job_type, row, text, after)
+        except (OperationalError, ProgrammingError) as exc:
+            raise_if_missing_table(exc)
+            raise
     try:
         if row.unique_key is None:
             insert_new_jobs([row], jobs_settings.DATABASE, data_json=[text])
@@ -60,6 +71,9 @@ def enqueue_many(
 ) -> list[Job]:
     """One bulk write for many payloads sharing ``options``; all or nothing."""
     unknown = set(options) - ENQUEUE_OPTIONS
+    if "after" in options:
+        raise TypeError("enqueue_many() cannot take after=: enqueue each job with "
+                        "enqueue(after=...), or build a group() of steps")
     if unknown:
         raise TypeError(f"enqueue_many() got unknown options: {', '.join(sorted(unknown))}")
     shared = RowOptions(job_type, now=clock.now(), **options)
@@ -259,3 +273,71 @@ def _save_unique(job_type: JobType, row: Job) -> Job:
     return Job.objects.using(jobs_settings.DATABASE).insert_scheduled(
         row, replace=job_type.unique == "replace"
     )
+
+
+def enqueue_workflow(node: Node, *, name: str = "", on_failure: str = "cancel") -> Workflow:
+    """Write ``node`` (a step, chain or group) as a new workflow, in one transaction."""
+    if not isinstance(node, (Step, Chain, Group)):
+        raise TypeError(f"cannot enqueue {type(node).__name__} as a workflow")
+    new = Workflow(name=_workflows.check_name(name), on_failure=_workflows.check_policy(on_failure),
+                   created_at=clock.now())
+    builder = _Builder(new)
+    builder.add(node, after=[], run_when=RunWhen.SUCCESS)
+    with transaction.atomic(using=jobs_settings.DATABASE):
+        new.save(using=jobs_settings.DATABASE, force_insert=True)
+        builder.write()
+    _workflows.run_if_eager(new)
+    return new
+
+
+class _Builder:
+    """The rows and edges of a workflow, built in memory, then written with two bulk inserts."""
+
+    def __init__(self, new: Workflow) -> None:
+        self.workflow = new
+        self.rows: list[Job] = []
+        self.texts: list[str] = []
+        self.edges: list[JobDependency] = []
+        self.now = new.created_at
+
+    def add(self, node: Node, *, after: list[Job], run_when: str) -> list[Job]:
+        """Add ``node`` to run after ``after``; return the rows that end it."""
+        if isinstance(node, Step):
+            return [self._step(node, after, run_when)]
+        if isinstance(node, Chain):
+            ends = after
+            for index, item in enumerate(node.items):
+                # Only the chain's first item waits on the chain's own condition.
+                ends = self.add(item, after=ends, run_when=run_when if index == 0
+                                else RunWhen.SUCCESS)
+            return ends
+        ends = []
+        for item in node.items:
+            ends += self.add(item, after=after, run_when=run_when)
+        for callback, when in ((node.on_success, RunWhen.SUCCESS),
+                               (node.on_failure, RunWhen.FAILURE),
+                               (node.on_finish, RunWhen.FINISH)):
+            if callback is not None:
+                self.add(callback, after=ends, run_when=when)
+        return ends
+
+    def _step(self, step: Step, after: list[Job], run_when: str) -> Job:
+        job_type: JobType = step.job_type
+        _workflows.refuse_unique(job_type)
+        row, text = RowOptions(job_type, now=self.now, **step.options).row_and_json(
+            dict(step.data))
+        row.workflow_id = self.workflow.pk
+        if after:
+            _workflows.make_waiting(row, len(after), run_when)
+            for position, dependency in enumerate(after):
+                self.edges.append(JobDependency(
+                    job_id=row.pk, depends_on_id=dependency.pk, workflow_id=self.workflow.pk,
+                    position=position,
+                ))
+        self.rows.append(row)
+        self.texts.append(text)
+        return row
+
+    def write(self) -> None:
+        insert_new_jobs(self.rows, jobs_settings.DATABASE, data_json=self.texts)
+        JobDependency.objects.bulk_create(self.edges, batch_size=1000)

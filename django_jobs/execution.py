@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
 from django.db.models import F
 
-from . import clock, payload, signals
+from . import clock, payload, signals, workflows
 from .conf import jobs_settings
 from .jobtypes import registry
 from .limits import may_hold_slots
@@ -469,7 +469,8 @@ def record_outcome(
         and outcome.retry
         and should_retry(job.attempt, job.max_attempts)
     )
-    if not may_retry and (keep_lock or not holds_keys(job)):
+    in_workflow = job.workflow_id is not None
+    if not may_retry and not in_workflow and (keep_lock or not holds_keys(job)):
         # Nothing else to write: one statement, no transaction (the common, fast path).
         return fence.update(**fields) == 1
     with transaction.atomic(using=db):
@@ -477,8 +478,12 @@ def record_outcome(
             return False
         if not keep_lock:
             free_keys(job, claim_id)
+        retried = None
         if outcome.status == JobStatus.FAILED and outcome.retry:
-            schedule_retry(job, now)
+            retried = schedule_retry(job, now)
+        if in_workflow and retried is None:
+            # The run's end and what it releases (or cancels) in its workflow: one commit.
+            workflows.settle([job.pk])
     return True
 
 
@@ -489,6 +494,8 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
     enqueued while this one ran is kept and returned instead, under "replace" it is cancelled.
     """
     if not should_retry(job.attempt, job.max_attempts) or job.name not in registry:
+        return None
+    if not workflows.retries_allowed(job):
         return None
     job_type = registry.get(job.name)
     delay = retry_delay(job.attempt, job_type.retry_delay, job_type.retry_backoff)
@@ -507,9 +514,13 @@ def schedule_retry(job: Job, now: datetime) -> Job | None:
         rescheduled_from_id=job.pk,
         created_by_id=job.created_by_id,
         meta=job.meta,
+        workflow_id=job.workflow_id,
         **scheduled_state(job.name, job.unique_key),
     )
-    return Job.objects.insert_scheduled(retry, replace=job_type.unique == "replace")
+    saved = Job.objects.insert_scheduled(retry, replace=job_type.unique == "replace")
+    if saved is retry:
+        workflows.repoint(job, retry)
+    return saved
 
 
 def release_row(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .composition import Step
 from .exceptions import LockKeyError, UnknownJob
 from .limits import Rate, check_concurrency, parse_rate
 from .options import (
@@ -278,6 +279,20 @@ class JobType:
         from .enqueuing import enqueue_many  # when called: see enqueue()
 
         return enqueue_many(self, payloads, **options)
+
+    def step(self, *args: Any, **data: Any) -> Step:
+        """One step of a workflow (``chain()``, ``group()``): this job with ``data``, not yet
+        enqueued. Takes the enqueue options too, except ``after`` and ``unique_key``."""
+        if args:
+            raise positional_error(self.name, "step", args)
+        options = {key: data.pop(key) for key in list(data) if key in ENQUEUE_OPTIONS}
+        for option in ("after", "unique_key"):
+            if option in options:
+                raise TypeError(f"step() of job {self.name!r} cannot take {option}=: "
+                                + ("the workflow decides what runs after what"
+                                   if option == "after" else "workflow members are not unique"))
+        self.check_payload(data)
+        return Step(self, data, options)
 
     def run(self, *args: Any, **data: Any) -> Any:
         """Run now in this process, with a row, the lock and the bookkeeping; return the result."""

@@ -10,7 +10,7 @@ PRIORITY_RANGE = (-32768, 32767)
 #: Keyword arguments of ``enqueue()`` that are options, not payload: a job function cannot
 #: take a parameter of these names (it could never receive it).
 ENQUEUE_OPTIONS = frozenset(
-    {"run_at", "delay", "priority", "queue", "unique_key", "created_by", "meta"}
+    {"run_at", "delay", "priority", "queue", "unique_key", "created_by", "meta", "after"}
 )
 
 

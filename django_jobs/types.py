@@ -73,6 +73,56 @@ class RunInfo(Snapshot):
 
 
 @dataclass(frozen=True)
+class DependencyOutcome(Snapshot):
+    """How a job that another one waited for ended (``ctx.dependencies()``)."""
+
+    id: uuid.UUID
+    name: str
+    status: str
+    result: Any
+    error: str  # the first line only
+
+
+@dataclass(frozen=True)
+class WorkflowMember(Snapshot):
+    """One job of a workflow (its last attempt) and what it waits for."""
+
+    id: uuid.UUID
+    name: str
+    status: str
+    progress: float
+    message: str
+    attempt: int
+    run_when: str  # "" (no dependencies), "success", "finish" or "failure"
+    after: list[uuid.UUID]  # the members it runs after, in order
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str  # the first line only
+
+
+@dataclass(frozen=True)
+class WorkflowInfo(Snapshot):
+    """Where a workflow stands (``registry.workflow_status()``).
+
+    ``status`` is ``running`` while a member is left to run, then ``succeeded``, ``failed``
+    or ``cancelled``. ``progress`` averages the members' progress (an ended member counts
+    as done); ``eta`` extrapolates it from the time since the first start.
+    """
+
+    id: uuid.UUID
+    name: str
+    status: str
+    on_failure: str
+    created_at: datetime
+    cancelled_at: datetime | None
+    finished_at: datetime | None
+    progress: float
+    eta: datetime | None
+    counts: dict[str, int]
+    members: list[WorkflowMember]
+
+
+@dataclass(frozen=True)
 class JobInfo(Snapshot):
     """One registered job type and where it stands (``registry.list()``)."""
 

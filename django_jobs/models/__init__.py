@@ -2,9 +2,10 @@ from .job import Job, JobStatus, scheduled_state, unique_slot
 from .lock import JobTypeLock, RateToken
 from .schedule import JobSchedule, PausedQueue
 from .worker import LIVE_STATES, Worker, WorkerState
+from .workflow import FailurePolicy, JobDependency, RunWhen, Workflow
 
 __all__ = [
-    "LIVE_STATES", "Job", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "RateToken",
+    "LIVE_STATES", "FailurePolicy", "Job", "JobDependency", "RunWhen", "Workflow", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "RateToken",
     "Worker",
     "WorkerState", "scheduled_state", "unique_slot",
 ]

@@ -24,7 +24,7 @@ from .job import Job
 
 #: Nullable columns a new job may fill at enqueue time; every other nullable column starts NULL.
 ENQUEUE_NULLABLE = frozenset(
-    {"unique_key", "unique_slot", "lock_key", "limit_key", "created_by_id"}
+    {"unique_key", "unique_slot", "lock_key", "limit_key", "created_by_id", "workflow_id"}
 )
 
 #: Plans by (alias, vendor). A plan's adapters are pure functions of a value (the backend's

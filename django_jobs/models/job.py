@@ -16,6 +16,9 @@ from .querysets import JobManager
 
 
 class JobStatus(models.TextChoices):
+    # Enqueued after other jobs (a workflow): the claim never picks it; it becomes scheduled
+    # when its dependencies are done.
+    WAITING = "waiting", _("waiting")
     SCHEDULED = "scheduled", _("scheduled")  # waiting for its run_at and a free worker
     RUNNING = "running", _("running")  # claimed by a worker, heartbeating
     SUCCEEDED = "succeeded", _("succeeded")  # returned; result stored
@@ -144,6 +147,22 @@ class Job(models.Model):
     occurrence = models.DateTimeField(_("occurrence"), null=True, blank=True, editable=False)
     meta = models.JSONField(_("meta"), default=dict, blank=True)
     deleted_at = models.DateTimeField(_("deleted at"), null=True, blank=True)
+    # Workflows (``JobDependency`` holds the links): the workflow this row belongs to; how many
+    # of its dependencies have not ended yet, and how many ended badly (failed, cancelled);
+    # when it may run once they have all ended (``RunWhen``; blank without dependencies).
+    workflow = models.ForeignKey(
+        "django_jobs.Workflow",
+        verbose_name=_("workflow"),
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,  # a partial index in Meta.indexes
+    )
+    waiting_for = models.PositiveIntegerField(_("waiting for"), default=0)
+    failed_dependencies = models.PositiveIntegerField(_("failed dependencies"), default=0)
+    run_when = models.CharField(_("run when"), max_length=16, blank=True, default="")
 
     objects = JobManager()
 
@@ -200,6 +219,11 @@ class Job(models.Model):
                 fields=["rescheduled_from"],
                 name="django_jobs_rescheduled_from",
                 condition=models.Q(rescheduled_from__isnull=False),
+            ),
+            models.Index(
+                fields=["workflow", "status"],
+                name="django_jobs_job_workflow",
+                condition=models.Q(workflow__isnull=False),
             ),
             models.Index(
                 fields=["created_by"],

@@ -40,7 +40,7 @@ T = TypeVar("T")
 #: The error of a pending job cancelled by ``unique="replace"``.
 REPLACED = "replaced by a newer job with the same unique key"
 
-STATUSES = ("scheduled", "running", "succeeded", "failed", "cancelled", "skipped")
+STATUSES = ("waiting", "scheduled", "running", "succeeded", "failed", "cancelled", "skipped")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled", "skipped")
 
 
@@ -86,6 +86,45 @@ def id_prefix_q(prefix: str, using: str) -> Q | None:
     return Q(pk__range=bounds)
 
 
+def get_by_id(queryset: models.QuerySet, value: object, noun: str) -> models.Model:
+    """The row of ``queryset`` with this id, or a unique prefix of it (see
+    ``JobQuerySet.get_by_id()``); ``noun`` names the rows in errors."""
+    if isinstance(value, uuid.UUID):
+        full = value
+    else:
+        text = str(value).strip()
+        try:
+            full = uuid.UUID(text)
+        except ValueError:
+            full = None
+    if full is not None:
+        row = queryset.filter(pk=full).first()
+        if row is None:
+            raise JobNotFound(f"no {noun} with id {full}")
+        return row
+    if id_prefix_range(text) is None:
+        raise JobNotFound(
+            f"{text!r} is not a {noun} id: give the UUID or its first {SHORT_ID_MIN} or more "
+            "hex characters"
+        )
+    if len(text.replace("-", "")) < SHORT_ID_MIN:
+        raise ValueError(
+            f"{noun} id {text!r} is too short: give at least {SHORT_ID_MIN} hex characters "
+            "(the admin and the jobs command show 8)"
+        )
+    match = id_prefix_q(text, queryset.db)
+    by_prefix = queryset.none() if match is None else queryset.filter(match)
+    found = list(by_prefix[:2])
+    if not found:
+        raise JobNotFound(f"no {noun} id starts with {text!r}")
+    if len(found) > 1:
+        raise AmbiguousJobId(
+            f"{noun} id {text!r} is ambiguous: {by_prefix.count()} {noun}s start with it; "
+            "give more characters"
+        )
+    return found[0]
+
+
 class JobQuerySet(models.QuerySet):
     def alive(self) -> JobQuerySet:
         """Rows that are not soft-deleted."""
@@ -97,9 +136,16 @@ class JobQuerySet(models.QuerySet):
     def running(self) -> JobQuerySet:
         return self.filter(status="running")
 
+    def waiting(self) -> JobQuerySet:
+        """Rows enqueued after others that have not all ended yet: never claimed."""
+        return self.filter(status="waiting")
+
     def pending(self) -> JobQuerySet:
-        """Scheduled or running: not finished yet."""
-        return self.filter(status__in=("scheduled", "running"))
+        """Waiting, scheduled or running: not finished yet."""
+        return self.filter(status__in=("waiting", "scheduled", "running"))
+
+    def in_workflow(self, workflow_id) -> JobQuerySet:
+        return self.filter(workflow=workflow_id)
 
     def pending_occurrences(self) -> JobQuerySet:
         """Rows the scheduler created for a recurring job's occurrence, not finished yet."""
@@ -122,38 +168,7 @@ class JobQuerySet(models.QuerySet):
         Raises ``JobNotFound`` (no such job, not an id), ``AmbiguousJobId`` (the prefix names
         several jobs) or ``ValueError`` (a prefix too short to mean anything).
         """
-        if isinstance(job_id, uuid.UUID):
-            full = job_id
-        else:
-            text = str(job_id).strip()
-            try:
-                full = uuid.UUID(text)
-            except ValueError:
-                full = None
-        if full is not None:
-            job = self.filter(pk=full).first()
-            if job is None:
-                raise JobNotFound(f"no job with id {full}")
-            return job
-        if id_prefix_range(text) is None:
-            raise JobNotFound(
-                f"{text!r} is not a job id: give the UUID or its first {SHORT_ID_MIN} or more "
-                "hex characters"
-            )
-        if len(text.replace("-", "")) < SHORT_ID_MIN:
-            raise ValueError(
-                f"job id {text!r} is too short: give at least {SHORT_ID_MIN} hex characters "
-                "(the admin and the jobs command show 8)"
-            )
-        found = list(self.with_id_prefix(text)[:2])
-        if not found:
-            raise JobNotFound(f"no job id starts with {text!r}")
-        if len(found) > 1:
-            count = self.with_id_prefix(text).count()
-            raise AmbiguousJobId(
-                f"job id {text!r} is ambiguous: {count} jobs start with it; give more characters"
-            )
-        return found[0]
+        return get_by_id(self, job_id, "job")
 
     def in_queues(self, queues: Iterable[str] | None) -> JobQuerySet:
         queues = list(queues or ())
@@ -443,7 +458,7 @@ class JobQuerySet(models.QuerySet):
         ``ctx.cancelled`` and ends ``cancelled`` when it raises ``JobCancelled``.
         """
         now = _now(now)
-        cancelled = self.scheduled().update(
+        cancelled = self.filter(status__in=("waiting", "scheduled")).update(
             status="cancelled", finished_at=now, cancel_requested_at=now, unique_slot=None,
             error="cancelled before it started",
         )
@@ -663,4 +678,40 @@ class RateTokenManager(models.Manager.from_queryset(RateTokenQuerySet)):  # type
 
 class LockManager(models.Manager):
     def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)
+
+
+class WorkflowQuerySet(models.QuerySet):
+    def open(self) -> WorkflowQuerySet:
+        """Workflows with members left to run (``finished_at`` not written yet)."""
+        return self.filter(finished_at__isnull=True)
+
+    def prunable(self, older_than: datetime) -> WorkflowQuerySet:
+        return self.filter(finished_at__lt=older_than)
+
+    def get_by_id(self, workflow_id: object) -> models.Model:
+        """The workflow with this id, or a unique prefix of it (at least 4 hex characters)."""
+        return get_by_id(self, workflow_id, "workflow")
+
+
+class WorkflowManager(models.Manager.from_queryset(WorkflowQuerySet)):  # type: ignore[misc]
+    def get_queryset(self) -> WorkflowQuerySet:
+        return super().get_queryset().using(self._db or jobs_settings.DATABASE)
+
+
+class DependencyQuerySet(models.QuerySet):
+    def unsettled(self) -> DependencyQuerySet:
+        return self.filter(settled=False)
+
+    def ended_unsettled(self) -> DependencyQuerySet:
+        """Edges whose dependency has ended for good but whose outcome was not counted yet.
+
+        A failed dependency with a retry is not among them: its retry took the edge over in
+        the same transaction.
+        """
+        return self.unsettled().filter(depends_on__status__in=FINISHED_STATUSES)
+
+
+class DependencyManager(models.Manager.from_queryset(DependencyQuerySet)):  # type: ignore[misc]
+    def get_queryset(self) -> DependencyQuerySet:
         return super().get_queryset().using(self._db or jobs_settings.DATABASE)

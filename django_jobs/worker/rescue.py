@@ -18,7 +18,7 @@ import uuid
 
 from django.db import transaction
 
-from .. import clock
+from .. import clock, workflows
 from ..conf import jobs_settings
 from ..execution import Outcome, call_hook, record_outcome, release_row
 from ..jobtypes import registry
@@ -57,6 +57,10 @@ def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = Tr
                         "process is gone")
     rescued += rescue_stale(now)
     free_orphaned_locks()
+    # Workflows: outcomes written outside a run's own transaction (an operator's cancel...)
+    # are counted on the jobs waiting for them, and finished workflows get their end.
+    workflows.settle_ended()
+    workflows.finish_workflows()
     if time.monotonic() - _last_unknown_check >= UNKNOWN_CHECK_INTERVAL:
         _last_unknown_check = time.monotonic()
         fail_unknown()

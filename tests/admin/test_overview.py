@@ -148,7 +148,7 @@ def test_counts_past_the_threshold_are_estimated_or_bounded(db):
     assert (counts["scheduled"].count, counts["scheduled"].capped) == (1, False)
     assert overview.count_words(counts["scheduled"]) == "1"
     exact = {count.status: count.count for count in Job.objects.status_counts(cap=100)}
-    assert exact == {"scheduled": 1, "running": 0, "succeeded": 6, "failed": 0,
+    assert exact == {"waiting": 0, "scheduled": 1, "running": 0, "succeeded": 6, "failed": 0,
                      "cancelled": 0, "skipped": 0}
 
 

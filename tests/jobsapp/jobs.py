@@ -475,3 +475,32 @@ def snoozer(ctx: JobContext, times: int = 1, seconds: float = 0.0) -> int:
 @job(rate_limit="3/h", concurrency=1)
 def slow_rate(ctx: JobContext, n: int = 0) -> int:
     return n
+
+
+# -- workflows ---------------------------------------------------------------------------------
+
+
+@job
+def wf_add(ctx: JobContext, value: int) -> int:
+    """A chain step: adds its value to the previous step's result."""
+    return (ctx.previous_result or 0) + value
+
+
+@job
+def wf_collect(ctx: JobContext, label: str) -> dict:
+    """A group callback: what the members returned, and how they ended."""
+    return {"label": label, "results": ctx.dependency_results(),
+            "counts": ctx.dependency_counts()}
+
+
+@job
+def wf_fail(ctx: JobContext, message: str = "member fails") -> None:
+    raise RuntimeError(message)
+
+
+@job(max_attempts=2, retry_delay=timedelta(0))
+def wf_flaky(ctx: JobContext, token: str) -> str:
+    """Fails on its first attempt, succeeds on its second."""
+    if ctx.attempt == 1:
+        raise ValueError("first attempt fails on purpose")
+    return token
