@@ -384,7 +384,12 @@ class ControlAPI:
         Scheduled jobs are cancelled outright; running ones are asked to stop and end
         ``cancelled`` when they next check ``ctx.cancelled``. Returns at once.
         """
-        cancelled, requested = self._targets(job_id_or_name).cancel(clock.now())
+        targets = self._targets(job_id_or_name)
+        members = builtins.list(targets.filter(workflow__isnull=False, status__in=(
+            JobStatus.WAITING, JobStatus.SCHEDULED)).values_list("pk", flat=True))
+        cancelled, requested = targets.cancel(clock.now())
+        # What waited for the cancelled members learns it now (cancelled, or released).
+        workflows.settle(members)
         return cancelled + requested
 
     # -- workflows --------------------------------------------------------------------------
@@ -569,8 +574,11 @@ def _finish_scheduled(job: Job, outcome, now) -> bool:
         fields["progress"] = 1.0
     with transaction.atomic(using=jobs_settings.DATABASE):
         won = Job.objects.filter(pk=job.pk, status=JobStatus.SCHEDULED).update(**fields) == 1
+        retried = None
         if won and outcome.status == JobStatus.FAILED and outcome.retry:
-            schedule_retry(job, now)
+            retried = schedule_retry(job, now)
+        if won and retried is None and job.workflow_id is not None:
+            workflows.settle([job.pk], status=outcome.status)
     return won
 
 

@@ -324,7 +324,10 @@ class _Builder:
     def _step(self, step: Step, after: list[Job], run_when: str) -> Job:
         job_type: JobType = step.job_type
         _workflows.refuse_unique(job_type)
-        row, text = RowOptions(job_type, now=self.now, **step.options).row_and_json(
+        # One microsecond apart: rows list (and are claimed, at equal priority) in the order
+        # they were given.
+        now = self.now + timedelta(microseconds=len(self.rows))
+        row, text = RowOptions(job_type, now=now, **step.options).row_and_json(
             dict(step.data))
         row.workflow_id = self.workflow.pk
         if after:

@@ -483,7 +483,7 @@ def record_outcome(
             retried = schedule_retry(job, now)
         if in_workflow and retried is None:
             # The run's end and what it releases (or cancels) in its workflow: one commit.
-            workflows.settle([job.pk])
+            workflows.settle([job.pk], status=outcome.status)
     return True
 
 

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, Max, OuterRef, Subquery
 
 from . import clock, eager
 from .conf import jobs_settings
@@ -221,49 +221,58 @@ def run_if_eager(new: Workflow) -> None:
 # -- transitions ---------------------------------------------------------------------------------
 
 
-def settle(ended: Iterable[Any], *, policy: bool = True) -> None:
+def settle(ended: Iterable[Any], *, policy: bool = True, status: str | None = None) -> None:
     """Count the final outcome of the jobs ``ended`` on every job waiting for them.
 
-    Exactly once per edge, whoever calls it and however often. Rows that can no longer run are
-    cancelled and settled in turn; with ``policy`` a failure in a workflow whose policy is
-    ``cancel`` cancels the rest of it. Runs in the caller's transaction, or in its own.
+    Exactly once per edge, whoever calls it and however often; jobs that have not ended are
+    left alone. Rows that can no longer run are cancelled and settled in turn; with
+    ``policy`` a failure in a workflow whose policy is ``cancel`` cancels the rest of it.
+    ``status``: the outcome of every job in ``ended``, when the caller just wrote it. Runs in
+    the caller's transaction, or in its own.
     """
     todo = list(dict.fromkeys(ended))
     if not todo:
         return
     with transaction.atomic(using=_db()):
-        if policy:
-            todo += _apply_failure_policy(todo)
+        known = dict.fromkeys(todo, status) if status is not None else None
+        if policy and status in (None, JobStatus.FAILED):
+            cancelled = _apply_failure_policy(todo)
+            if cancelled:
+                todo += cancelled
+                known = None
         seen: set[Any] = set()
         while todo:
             seen.update(todo)
-            todo = [pk for pk in _settle_once(todo) if pk not in seen]
+            todo = [pk for pk in _settle_once(todo, known) if pk not in seen]
+            known = dict.fromkeys(todo, JobStatus.CANCELLED) if todo else None
 
 
-def _settle_once(ended: list[Any]) -> list[Any]:
+def _settle_once(ended: list[Any], known: dict[Any, str] | None) -> list[Any]:
     """One round of ``settle()``: returns the rows it ended (cancelled or skipped)."""
-    dependents = sorted(set(
-        JobDependency.objects.unsettled().filter(depends_on__in=ended)
-        .values_list("job_id", flat=True)
-    ))
-    if not dependents:
+    outcomes = known or dict(
+        Job.objects.filter(pk__in=ended, status__in=ENDED).values_list("pk", "status")
+    )
+    if not outcomes:
         return []
+    sources = list(outcomes)
+    waiting = JobDependency.objects.unsettled().filter(depends_on__in=sources).values("job_id")
     # Locked in a fixed order: two settlements never wait on each other in a cycle.
     rows = {
         row.pk: row
-        for row in Job.objects.filter(pk__in=dependents).order_by("pk").select_for_update()
-        .only("pk", "name", "status", "waiting_for", "failed_dependencies", "run_when")
+        for row in Job.objects.filter(pk__in=Subquery(waiting)).order_by("pk")
+        .select_for_update()
+        .only("pk", "status", "waiting_for", "failed_dependencies", "run_when")
     }
+    if not rows:
+        return []
     # Read again under those locks (a locking read sees the latest edges on every database):
     # an edge settled meanwhile by someone else is not counted twice.
     edges = list(
-        JobDependency.objects.unsettled().filter(depends_on__in=ended, job__in=list(rows))
+        JobDependency.objects.unsettled().filter(depends_on__in=sources, job__in=list(rows))
         .order_by("pk").select_for_update().values_list("pk", "job_id", "depends_on_id")
     )
     if not edges:
         return []
-    outcomes = dict(Job.objects.filter(pk__in={edge[2] for edge in edges})
-                    .values_list("pk", "status"))
     JobDependency.objects.unsettled().filter(pk__in=[edge[0] for edge in edges]).update(
         settled=True)
     counted: dict[Any, list[Any]] = {}
@@ -271,10 +280,10 @@ def _settle_once(ended: list[Any]) -> list[Any]:
         counted.setdefault(job_id, []).append(depends_on)
     now = clock.now()
     newly_ended = []
-    for job_id, sources in counted.items():
+    for job_id, from_jobs in counted.items():
         row = rows[job_id]
-        bad = [pk for pk in sources if outcomes.get(pk) not in GOOD]
-        row.waiting_for = max(row.waiting_for - len(sources), 0)
+        bad = [pk for pk in from_jobs if outcomes[pk] not in GOOD]
+        row.waiting_for = max(row.waiting_for - len(from_jobs), 0)
         row.failed_dependencies += len(bad)
         fields: dict[str, Any] = {"waiting_for": row.waiting_for,
                                   "failed_dependencies": row.failed_dependencies}
@@ -324,9 +333,10 @@ def _cancel_members(workflow_id: Any, why: str, *, keep_callbacks: bool) -> list
     Workflow.objects.filter(pk=workflow_id, cancelled_at__isnull=True).update(cancelled_at=now)
     members = Job.objects.in_workflow(workflow_id)
     targets = members.filter(status__in=NOT_STARTED)
-    if keep_callbacks:
-        targets = targets.exclude(run_when__in=(RunWhen.FAILURE, RunWhen.FINISH))
     ids = list(targets.order_by("pk").values_list("pk", flat=True))
+    if keep_callbacks and ids:
+        spared = _callbacks_and_what_follows(workflow_id)
+        ids = [pk for pk in ids if pk not in spared]
     if ids:
         Job.objects.filter(pk__in=ids, status__in=NOT_STARTED).update(
             status=JobStatus.CANCELLED, finished_at=now, unique_slot=None, error=why,
@@ -334,6 +344,24 @@ def _cancel_members(workflow_id: Any, why: str, *, keep_callbacks: bool) -> list
     members.running().filter(cancel_requested_at__isnull=True).update(cancel_requested_at=now)
     return list(Job.objects.filter(pk__in=ids, status=JobStatus.CANCELLED)
                 .values_list("pk", flat=True))
+
+
+def _callbacks_and_what_follows(workflow_id: Any) -> set[Any]:
+    """The on_failure and on_finish callbacks of a workflow and every row after them (a
+    callback may be a chain): what the "cancel" policy leaves to run."""
+    follows: dict[Any, list[Any]] = {}
+    for job_id, depends_on in (JobDependency.objects.filter(workflow=workflow_id)
+                               .values_list("job_id", "depends_on_id")):
+        follows.setdefault(depends_on, []).append(job_id)
+    spared = set(Job.objects.in_workflow(workflow_id).filter(
+        run_when__in=(RunWhen.FAILURE, RunWhen.FINISH)).values_list("pk", flat=True))
+    todo = list(spared)
+    while todo:
+        for job_id in follows.get(todo.pop(), ()):
+            if job_id not in spared:
+                spared.add(job_id)
+                todo.append(job_id)
+    return spared
 
 
 def cancel_workflow(workflow_id: Any) -> int:

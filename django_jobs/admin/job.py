@@ -28,7 +28,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
-from .. import clock
+from .. import clock, workflows
 from ..control import registry
 from ..exceptions import InvalidJobState, JobNotFound, UnknownJob
 from ..ids import SHORT_ID_MIN, short_id
@@ -413,8 +413,10 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
     def cancel_jobs(self, request: HttpRequest, queryset) -> None:
         selected = queryset.count()
         pending = list(queryset.pending().filter(cancel_requested_at__isnull=True)
-                       .only("id", "name", "status"))
+                       .only("id", "name", "status", "workflow_id"))
         cancelled, requested = queryset.cancel()
+        # Jobs waiting for the cancelled workflow members learn it now.
+        workflows.settle([job.pk for job in pending if job.workflow_id is not None])
         log_jobs(request, pending, "Cancelled (admin action).")
         self._report_cancel(request, cancelled, requested, selected - cancelled - requested)
 

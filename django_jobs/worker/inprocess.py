@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .. import clock, eager
+from .. import clock, eager, workflows
 from ..execution import Execution, worker_id
 from ..jobtypes import registry
 from ..models import Job, PausedQueue
@@ -79,6 +79,8 @@ def run_due(
         paused = list(PausedQueue.objects.values_list("queue", flat=True))
         rows = _claim(me, queues=queues, exclude_names=excluded, exclude_queues=paused)
         if not rows:
+            # As a worker's sweep would: workflows whose members all ended get their end.
+            workflows.finish_workflows()
             return ran
         if len(ran) >= max_runs:
             raise RuntimeError(

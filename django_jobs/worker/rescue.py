@@ -57,14 +57,15 @@ def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = Tr
                         "process is gone")
     rescued += rescue_stale(now)
     free_orphaned_locks()
-    # Workflows: outcomes written outside a run's own transaction (an operator's cancel...)
-    # are counted on the jobs waiting for them, and finished workflows get their end.
-    workflows.settle_ended()
+    # Finished workflows get their end (status, finished_at): one indexed query.
     workflows.finish_workflows()
     if time.monotonic() - _last_unknown_check >= UNKNOWN_CHECK_INTERVAL:
         _last_unknown_check = time.monotonic()
         fail_unknown()
         forget_lost_workers()
+        # A safety net: every way of ending a workflow member settles it in the same
+        # transaction; an outcome written by hand in the database is found here.
+        workflows.settle_ended()
     return rescued
 
 
@@ -169,6 +170,7 @@ def fail_unknown() -> int:
             f"{grace:g}s (UNKNOWN_JOB_GRACE)",
         )
         logger.error("[%s] %s failed: no live worker registers this job", name, pk)
+    workflows.settle([pk for pk, _name in rows])
     return failed
 
 

@@ -188,15 +188,43 @@ def test_an_outcome_is_counted_once_however_often_it_is_settled():
     assert (callback.status, callback.waiting_for) == ("waiting", 1)
 
 
-def test_an_operator_cancel_of_a_member_is_settled_by_the_sweep():
+def test_an_outcome_written_by_hand_is_settled_by_the_sweep():
     wf = chain(echo.step(n=1), echo.step(n=2)).enqueue()
     first = Job.objects.in_workflow(wf.pk).scheduled().get()
-    registry.cancel(first.pk)
+    # Written by hand in the database: no settlement came with it.
+    Job.objects.filter(pk=first.pk).update(status="cancelled")
     assert settle_ended() == 1
     statuses = sorted(Job.objects.in_workflow(wf.pk).values_list("status", flat=True))
     assert statuses == ["cancelled", "cancelled"]
-    assert finish_workflows() == 1
+    finish_workflows()
     assert Workflow.objects.get(pk=wf.pk).status == "cancelled"
+
+
+def test_registry_cancel_of_a_member_releases_or_cancels_its_dependents_at_once():
+    wf = group([echo.step(n=n) for n in range(2)], on_finish=collect.step(label="end"),
+               on_success=collect.step(label="ok")).enqueue(on_failure="continue")
+    for row in Job.objects.in_workflow(wf.pk).scheduled():
+        registry.cancel(row.pk)
+    rows = members(wf)
+    assert rows["wf_collect:end:1"].status == "scheduled"
+    assert rows["wf_collect:ok:1"].status == "cancelled"
+
+
+def test_a_chain_as_failure_callback_runs_whole_under_the_cancel_policy():
+    wf = group(fail.step(), echo.step(label="other"),
+               on_failure=chain(collect.step(label="c1"), collect.step(label="c2"))).enqueue()
+    run_due_jobs(schedule=False)
+    rows = members(wf)
+    assert rows["wf_collect:c1:1"].status == "succeeded"
+    assert rows["wf_collect:c2:1"].status == "succeeded"
+
+
+def test_members_are_listed_in_the_order_they_were_built():
+    wf = chain(*[add.step(value=n) for n in range(30)]).enqueue()
+    assert [m.name for m in registry.workflow_status(wf.pk).members] == ["jobsapp.wf_add"] * 30
+    values = [Job.objects.get(pk=m.id).data["value"]
+              for m in registry.workflow_status(wf.pk).members]
+    assert values == list(range(30))
 
 
 def test_status_counts_progress_and_members():
@@ -250,7 +278,7 @@ def test_pruning_removes_a_finished_workflow_with_its_members_and_links_together
     old = chain(echo.step(n=1), echo.step(n=2)).enqueue()
     run_due_jobs(schedule=False)
     running = chain(echo.step(n=3), echo.step(n=4)).enqueue()
-    assert finish_workflows() == 1
+    assert Workflow.objects.get(pk=old.pk).finished_at is not None  # run_due_jobs() wrote it
     long_ago = clock.now() - timedelta(days=400)
     # The first step of the open workflow ended long ago: kept while its workflow is open.
     Job.objects.in_workflow(running.pk).scheduled().update(status="succeeded")
