@@ -233,7 +233,9 @@ def settle(ended: Iterable[Any], *, policy: bool = True, status: str | None = No
     todo = list(dict.fromkeys(ended))
     if not todo:
         return
-    with transaction.atomic(using=_db()):
+    # No savepoint inside the caller's transaction: a failure here aborts the whole write,
+    # which its writer retries (a run's outcome) or reports (an operator's call).
+    with transaction.atomic(using=_db(), savepoint=False):
         known = dict.fromkeys(todo, status) if status is not None else None
         if policy and status in (None, JobStatus.FAILED):
             cancelled = _apply_failure_policy(todo)
@@ -280,6 +282,8 @@ def _settle_once(ended: list[Any], known: dict[Any, str] | None) -> list[Any]:
         counted.setdefault(job_id, []).append(depends_on)
     now = clock.now()
     newly_ended = []
+    # Rows given the same values share one UPDATE (a group's callbacks count down together).
+    writes: dict[tuple, list[Any]] = {}
     for job_id, from_jobs in counted.items():
         row = rows[job_id]
         bad = [pk for pk in from_jobs if outcomes[pk] not in GOOD]
@@ -291,7 +295,9 @@ def _settle_once(ended: list[Any], known: dict[Any, str] | None) -> list[Any]:
             fields.update(_decide(row, bad, outcomes, now))
             if fields.get("status") in (JobStatus.CANCELLED, JobStatus.SKIPPED):
                 newly_ended.append(job_id)
-        Job.objects.filter(pk=job_id).update(**fields)
+        writes.setdefault(tuple(sorted(fields.items())), []).append(job_id)
+    for fields_items, job_ids in writes.items():
+        Job.objects.filter(pk__in=job_ids).update(**dict(fields_items))
     return newly_ended
 
 
