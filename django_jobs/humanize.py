@@ -9,6 +9,8 @@ import re
 from datetime import timedelta
 
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+#: Job statuses in the order a job goes through them (``counts_words``).
+_STATUS_ORDER = ("waiting", "scheduled", "running", "succeeded", "failed", "cancelled", "skipped")
 _DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _MONTHS = (
     "January", "February", "March", "April", "May", "June", "July", "August", "September",
@@ -35,6 +37,19 @@ def duration_words(delta: timedelta) -> str:
         if len(parts) == 2:
             break
     return " ".join(f"{count} {unit}" for count, unit in parts if count) or "0 s"
+
+
+def counts_words(counts: dict[str, int]) -> str:
+    """``{"running": 1, "succeeded": 3}`` -> ``"4 members: 3 succeeded, 1 running"``: a
+    workflow's members by status, in the order a job goes through them."""
+    order = {status: n for n, status in enumerate(_STATUS_ORDER)}
+    found = sorted((status for status, n in counts.items() if n),
+                   key=lambda status: (order.get(status, len(order)), status))
+    total = sum(counts.values())
+    words = f"{total} member{'' if total == 1 else 's'}"
+    if not found:
+        return words
+    return words + ": " + ", ".join(f"{counts[status]} {status}" for status in found)
 
 
 def ago_words(delta: timedelta) -> str:

@@ -121,6 +121,47 @@ class WorkflowInfo(Snapshot):
     counts: dict[str, int]
     members: list[WorkflowMember]
 
+    def in_dependency_order(self) -> list[tuple[WorkflowMember, int]]:
+        """The members in a topological order of the graph, each with its depth (the longest
+        chain of members it waits for): what the admin and ``manage.py jobs workflow`` list.
+
+        Each member comes after those it waits for, and as soon after them as it can (depth
+        first), so a chain inside a group reads as a block, and a group's callbacks follow it.
+        """
+        index = {member.id: n for n, member in enumerate(self.members)}
+        # ``after`` may name a job that is no longer a member (an attempt since retried):
+        # only members order the list.
+        waits = {member.id: {pk for pk in member.after if pk in index and pk != member.id}
+                 for member in self.members}
+        dependents: dict[uuid.UUID, list[uuid.UUID]] = {}
+        for member_id, before in waits.items():
+            for pk in before:
+                dependents.setdefault(pk, []).append(member_id)
+        left = {member_id: len(before) for member_id, before in waits.items()}
+        # A stack: what a member's placing made ready comes next, the first member first.
+        ready = sorted((index[member_id] for member_id, n in left.items() if n == 0),
+                       reverse=True)
+        order: list[WorkflowMember] = []
+        while ready:
+            member = self.members[ready.pop()]
+            order.append(member)
+            unlocked = []
+            for member_id in dependents.get(member.id, ()):
+                left[member_id] -= 1
+                if left[member_id] == 0:
+                    unlocked.append(index[member_id])
+            ready.extend(sorted(unlocked, reverse=True))
+        # after= only names jobs that exist already, so no cycle can be written; should one
+        # show up all the same, its members are still listed, in creation order.
+        placed = {member.id for member in order}
+        order += [member for member in self.members if member.id not in placed]
+        depth: dict[uuid.UUID, int] = {}
+        for member in order:
+            depth[member.id] = 1 + max(
+                (depth[pk] for pk in waits[member.id] if pk in depth), default=-1
+            )
+        return [(member, depth[member.id]) for member in order]
+
 
 @dataclass(frozen=True)
 class JobInfo(Snapshot):

@@ -12,7 +12,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.http import HttpRequest
 
-from ..models import Job
+from ..models import Job, Workflow
 
 
 def log_jobs(request: HttpRequest, jobs: Iterable[Job], message: str) -> None:
@@ -26,6 +26,17 @@ def log_jobs(request: HttpRequest, jobs: Iterable[Job], message: str) -> None:
         action_flag=CHANGE,
         change_message=message,
         single_object=len(ids) == 1,
+    )
+
+
+def log_workflow(request: HttpRequest, workflow_id: object, message: str) -> None:
+    """One ``CHANGE`` entry on the workflow's history page."""
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk,
+        queryset=Workflow.objects.filter(pk=workflow_id).only("id", "name"),
+        action_flag=CHANGE,
+        change_message=message,
+        single_object=True,
     )
 
 

@@ -70,10 +70,14 @@ def error_kind(text: str | None) -> str:
 
 
 def percent(job: Job) -> int:
+    return percent_of(job.status, job.progress)
+
+
+def percent_of(status: str, progress: float) -> int:
     # A job that succeeded did all of its work, whether or not it reported progress.
-    if job.status == JobStatus.SUCCEEDED:
+    if status == JobStatus.SUCCEEDED:
         return 100
-    return max(0, min(100, int(job.progress * 100)))
+    return max(0, min(100, int(progress * 100)))
 
 
 def elapsed_words(job: Job, now: datetime) -> str:
@@ -121,11 +125,17 @@ def state(job: Job, now: datetime | None = None) -> dict[str, Any]:
 
 
 def status_badge(job: Job) -> str:
-    label = status_label(job)
     return format_html(
-        '<span class="dj-badge dj-status-{}" data-dj-job="{}" data-dj-field="status">{}</span>'
-        '<span class="dj-note" data-dj-job="{}" data-dj-field="retry">{}</span>',
-        label, job.pk, label, job.pk, retry_note(job),
+        '{}<span class="dj-note" data-dj-job="{}" data-dj-field="retry">{}</span>',
+        badge(job.pk, status_label(job)), job.pk, retry_note(job),
+    )
+
+
+def badge(key: Any, label: str) -> str:
+    """A status badge the live script keeps up to date (``key``: a job's or workflow's id)."""
+    return format_html(
+        '<span class="dj-badge dj-status-{}" data-dj-job="{}" data-dj-field="status">{}</span>',
+        label, key, label,
     )
 
 
@@ -143,12 +153,16 @@ def error_summary(job: Job) -> str:
 
 def progress_bar(job: Job, now: datetime | None = None) -> str:
     now = now or clock.now()
-    value = percent(job)
+    return bar(job.pk, job.status, percent(job), is_live(job, now))
+
+
+def bar(key: Any, status: str, value: int, live: bool = False) -> str:
+    """A progress bar with its percentage; ``live`` marks it for the job list's poll."""
     return format_html(
         '<span class="dj-progress" data-dj-job="{}" data-dj-field="progress" data-dj-live="{}" '
         'data-dj-status="{}"><progress max="100" value="{}" aria-label="progress">{}%</progress>'
         '<span class="dj-percent">{}%</span></span>',
-        job.pk, "true" if is_live(job, now) else "false", job.status, value, value, value,
+        key, "true" if live else "false", status, value, value, value,
     )
 
 

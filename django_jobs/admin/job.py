@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
@@ -32,7 +32,7 @@ from .. import clock, workflows
 from ..control import registry
 from ..exceptions import InvalidJobState, JobNotFound, UnknownJob
 from ..ids import SHORT_ID_MIN, short_id
-from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, Worker
+from ..models import Job, JobSchedule, JobStatus, JobTypeLock, PausedQueue, Worker, Workflow
 from ..models.querysets import id_prefix_q
 from . import display
 from .audit import log_jobs, log_other
@@ -98,6 +98,26 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WorkflowFilter(admin.SimpleListFilter):
+    """The members of one workflow (``?workflow=<id>``, linked from the workflow's page and
+    from its members' pages). Offered only while set: listing every workflow would read a
+    whole table."""
+
+    title = _("workflow")
+    parameter_name = "workflow"
+
+    def lookups(self, request, model_admin):
+        if not self.value():
+            return []
+        return [(self.value(), short_id(self.value()))]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        workflow_id = as_uuid(self.value())
+        return queryset.none() if workflow_id is None else queryset.in_workflow(workflow_id)
+
+
 class JobChangeList(ChangeList):
     def get_queryset(self, request, exclude_parameters=None):
         # The paused and retry states ride along as subqueries, and only the head of the
@@ -123,7 +143,8 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
         "run_at_display",
     )
     list_display_links = ("job",)
-    list_filter = ("status", NameFilter, QueueFilter, ("created_at", admin.DateFieldListFilter))
+    list_filter = ("status", NameFilter, QueueFilter, ("created_at", admin.DateFieldListFilter),
+                   WorkflowFilter)
     search_fields = ("=id", "name", "=unique_key")
     search_help_text = _("Search by job id, name or unique key.")
     ordering = ("-created_at",)
@@ -137,12 +158,12 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
         "started_at_display", "finished_at_display", "heartbeat_at_display",
         "locked_until_display", "cancel_requested_at_display", "payload", "worker_link",
         "result_display", "error_display", "meta_display", "unique_key", "lock_key",
-        "occurrence", "created_by", "history",
+        "occurrence", "created_by", "history", "workflow_display", "workflow_link",
     )
     fieldsets = (
         (None, {"fields": (
             "name", "status_badge", "progress_bar", "message", "eta_display", "elapsed",
-            "queue", "priority", "attempt_display", "worker",
+            "queue", "priority", "attempt_display", "worker", "workflow_display",
         )}),
         (_("Payload and outcome"), {"fields": ("payload", "result_display", "error_display")}),
         (_("Times"), {"fields": (
@@ -190,6 +211,10 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
         worker_admin = self.admin_site._registry.get(Worker)
         return worker_admin is not None and worker_admin.has_view_permission(request)
 
+    def can_view_workflows(self, request: HttpRequest) -> bool:
+        workflow_admin = self.admin_site._registry.get(Workflow)
+        return workflow_admin is not None and workflow_admin.has_view_permission(request)
+
     def get_list_display(self, request: HttpRequest):
         # The worker column links to the worker's page for those who may open it.
         columns = super().get_list_display(request)
@@ -198,12 +223,18 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
         return tuple("worker_link" if c == "worker_display" else c for c in columns)
 
     def get_fieldsets(self, request: HttpRequest, obj: Job | None = None):
+        # The worker and the workflow link to their pages for those who may open them; the
+        # workflow shows for members only.
         fieldsets = super().get_fieldsets(request, obj)
-        if not self.can_view_workers(request):
-            return fieldsets
+        swap = {}
+        if self.can_view_workers(request):
+            swap["worker"] = "worker_link"
+        if self.can_view_workflows(request):
+            swap["workflow_display"] = "workflow_link"
+        drop = set() if obj is not None and obj.workflow_id else {"workflow_display"}
         return tuple(
             (title, {**options, "fields": tuple(
-                "worker_link" if f == "worker" else f for f in options["fields"]
+                swap.get(f, f) for f in options["fields"] if f not in drop
             )})
             for title, options in fieldsets
         )
@@ -348,6 +379,33 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
     @admin.display(description=_("payload"))
     def payload(self, obj: Job) -> str:
         return display.pre(display.pretty_json(obj.data), "dj-json")
+
+    @admin.display(description=_("workflow"))
+    def workflow_display(self, obj: Job) -> str:
+        """The workflow's name and short id, and a link to the list of its jobs."""
+        return self._workflow(obj, None)
+
+    @admin.display(description=_("workflow"))
+    def workflow_link(self, obj: Job) -> str:
+        """The same, the name linking to the workflow's page."""
+        return self._workflow(obj, reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_workflow_change",
+            args=[obj.workflow_id],
+        ))
+
+    def _workflow(self, obj: Job, page: str | None) -> str:
+        workflow = Workflow.objects.only("id", "name").filter(pk=obj.workflow_id).first()
+        text = format_html(
+            '<span class="dj-name">{}</span> <span class="dj-id">{}</span>',
+            display.visible(workflow.name) if workflow is not None else "",
+            short_id(obj.workflow_id),
+        )
+        if page is not None:
+            text = format_html('<a href="{}">{}</a>', page, text)
+        members = self.admin_url("changelist") + "?" + urlencode(
+            {"workflow": str(obj.workflow_id)})
+        return format_html('{} <a href="{}" class="dj-muted">{}</a>', text, members,
+                           _("all its jobs"))
 
     @admin.display(description=_("result"))
     def result_display(self, obj: Job) -> str:
@@ -624,6 +682,10 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
             context["workers_url"] = reverse(
                 f"{self.admin_site.name}:{self.opts.app_label}_worker_changelist"
             )
+        if self.can_view_workflows(request):
+            context["workflows_url"] = reverse(
+                f"{self.admin_site.name}:{self.opts.app_label}_workflow_changelist"
+            )
         return context
 
     def changelist_view(self, request, extra_context=None):
@@ -693,9 +755,15 @@ class JobAdmin(DashboardMixin, FailuresMixin, OverviewMixin, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         extra_context = {**self.nav_context(request), **(extra_context or {})}
         job_id = as_uuid(unquote(object_id))
-        job = Job.objects.only("id", "name", "status").filter(pk=job_id).first() if job_id else None
+        job = (Job.objects.only("id", "name", "status", "workflow").filter(pk=job_id).first()
+               if job_id else None)
         if job is not None:
             extra_context["job_buttons"] = self.buttons(request, job)
+            if job.workflow_id is not None and self.can_view_workflows(request):
+                extra_context["workflow_url"] = reverse(
+                    f"{self.admin_site.name}:{self.opts.app_label}_workflow_change",
+                    args=[job.workflow_id],
+                )
         return super().change_view(request, object_id, form_url, extra_context)
 
     def buttons(self, request: HttpRequest, job: Job) -> list[dict[str, str]]:

@@ -12,6 +12,8 @@ from django.apps import apps
 from django.db import IntegrityError, connections, models, transaction
 from django.db.models import (
     BooleanField,
+    Case,
+    CharField,
     Count,
     Exists,
     Expression,
@@ -23,7 +25,9 @@ from django.db.models import (
     OuterRef,
     Q,
     Subquery,
+    Sum,
     Value,
+    When,
 )
 from django.db.models.functions import Coalesce, Left, Trunc
 
@@ -146,6 +150,21 @@ class JobQuerySet(models.QuerySet):
 
     def in_workflow(self, workflow_id) -> JobQuerySet:
         return self.filter(workflow=workflow_id)
+
+    def last_attempts(self) -> JobQuerySet:
+        """Rows no retry was made from: in a workflow, the attempt that stands for its member."""
+        return self.filter(~Exists(self.model.objects.filter(rescheduled_from=OuterRef("pk"))))
+
+    def workflow_member_counts(
+        self, workflow_ids: Iterable[object]
+    ) -> list[tuple[uuid.UUID, str, int, float]]:
+        """``(workflow id, status, members, their summed progress)`` for these workflows'
+        members (their last attempts): one grouped query for a page of workflows."""
+        return list(
+            self.filter(workflow__in=list(workflow_ids)).last_attempts().order_by()
+            .values("workflow", "status").annotate(n=Count("pk"), progress=Sum("progress"))
+            .values_list("workflow", "status", "n", "progress")
+        )
 
     def pending_occurrences(self) -> JobQuerySet:
         """Rows the scheduler created for a recurring job's occurrence, not finished yet."""
@@ -692,6 +711,25 @@ class WorkflowQuerySet(models.QuerySet):
     def get_by_id(self, workflow_id: object) -> models.Model:
         """The workflow with this id, or a unique prefix of it (at least 4 hex characters)."""
         return get_by_id(self, workflow_id, "workflow")
+
+    def with_state(self) -> WorkflowQuerySet:
+        """Annotate ``state``: the status the sweep writes once no member is left to run, and
+        the same before the sweep has run: ``running`` while a member waits, is scheduled or
+        runs; then ``failed`` if a member's last attempt failed, ``cancelled`` if one was
+        cancelled, else ``succeeded`` (what ``registry.workflow_status()`` says).
+
+        A finished workflow's row answers at once: the members are read only for open ones.
+        """
+        jobs = _model("Job").objects.filter(workflow=OuterRef("pk"))
+        return self.annotate(state=Case(
+            When(~Q(status=""), then=F("status")),
+            When(Exists(jobs.pending()), then=Value("running")),
+            When(Exists(jobs.last_attempts().filter(status="failed")), then=Value("failed")),
+            When(Exists(jobs.last_attempts().filter(status="cancelled")),
+                 then=Value("cancelled")),
+            default=Value("succeeded"),
+            output_field=CharField(),
+        ))
 
 
 class WorkflowManager(models.Manager.from_queryset(WorkflowQuerySet)):  # type: ignore[misc]

@@ -26,9 +26,10 @@ from django_jobs.exceptions import (
     JobTablesMissing,
     UnknownJob,
 )
-from django_jobs.humanize import duration_words, parse_duration
+from django_jobs.humanize import counts_words, duration_words, parse_duration
+from django_jobs.ids import short_id
 from django_jobs.models.tables import MIGRATE_MESSAGE, is_missing_table
-from django_jobs.types import JobStatusInfo, WorkerInfo
+from django_jobs.types import JobStatusInfo, WorkerInfo, WorkflowInfo
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -77,6 +78,12 @@ class Command(BaseCommand):
         add("list", "Registered jobs: schedule, next run, last outcome, running run.", True)
         p = add("status", "Where one job stands (ID: the UUID or its first 4+ characters).", True)
         p.add_argument("job_id", metavar="ID")
+        p = add("workflow", "Where one workflow stands: status, progress, ETA and its members "
+                "(ID: the UUID or its first 4+ characters).", True)
+        p.add_argument("workflow_id", metavar="ID")
+        p.add_argument("--cancel", action="store_true",
+                       help="Cancel every member not finished yet (running ones are asked to "
+                       "stop).")
         p = add("enqueue", "Enqueue a job by name.", True)
         p.add_argument("name", metavar="NAME")
         p.add_argument("--data", default="{}", help="Payload as a JSON object.")
@@ -196,6 +203,66 @@ class Command(BaseCommand):
             lines.append(("error", info.error.split("\n", 1)[0]))
         width = max(len(key) for key, _ in lines)
         return "\n".join(f"{key.ljust(width)}  {value}" for key, value in lines)
+
+    def do_workflow(self, options: dict[str, Any]) -> None:
+        info = registry.workflow_status(options["workflow_id"])
+        if options["cancel"]:
+            return self.cancel_workflow(info)
+        if self.as_json:
+            return self.emit(info.as_dict())
+        self.stdout.write(self.describe_workflow(info))
+
+    def cancel_workflow(self, info: WorkflowInfo) -> None:
+        name = f"{info.id} ({info.name})" if info.name else str(info.id)
+        if info.status != "running":
+            raise CommandError(f"workflow {name} is {info.status}; nothing to cancel",
+                               returncode=EXIT_FAILED)
+        running = info.counts.get("running", 0)
+        cancelled = registry.cancel_workflow(info.id)
+        if self.as_json:
+            return self.emit({"cancelled": cancelled, "asked_to_stop": running})
+        line = f"Cancelled {cancelled} job{'s' if cancelled != 1 else ''} of workflow {name}."
+        if running:
+            line += (f" Asked {running} running job{'s' if running != 1 else ''} to stop; "
+                     f"{'it ends' if running == 1 else 'they end'} cancelled at "
+                     f"{'its' if running == 1 else 'their'} next check.")
+        self.stdout.write(line)
+
+    @staticmethod
+    def describe_workflow(info: WorkflowInfo) -> str:
+        now = clock.now()
+        lines = [
+            ("id", str(info.id)),
+            ("name", info.name or "-"),
+            ("status", info.status),
+            ("progress", f"{info.progress:.0%}"),
+        ]
+        if info.eta is not None and info.status == "running":
+            lines.append(("eta", "any moment" if info.eta <= now else _when(info.eta, now)))
+        lines += [
+            ("on failure", info.on_failure),
+            ("members", counts_words(info.counts)),
+            ("created", f"{info.created_at.isoformat()} ({_when(info.created_at, now)})"),
+        ]
+        if info.cancelled_at is not None:
+            lines.append(("cancelled", info.cancelled_at.isoformat()))
+        if info.finished_at is not None:
+            lines.append(("finished", info.finished_at.isoformat()))
+        width = max(len(key) for key, _ in lines)
+        head = "\n".join(f"{key.ljust(width)}  {value}" for key, value in lines)
+        rows = []
+        for member, _depth in info.in_dependency_order():
+            # A job that succeeded did all of its work, whether or not it reported progress.
+            progress = 1.0 if member.status == "succeeded" else member.progress
+            message = member.message.split("\n", 1)[0][:60]
+            rows.append([
+                short_id(member.id), member.name, member.status, f"{progress:.0%}",
+                " ".join(short_id(pk) for pk in member.after) or "-", message or "-",
+            ])
+        if not rows:
+            return head
+        return head + "\n\n" + _table(
+            rows, ["ID", "NAME", "STATUS", "PROGRESS", "AFTER", "MESSAGE"])
 
     def do_limits(self, options: dict[str, Any]) -> None:
         limits = registry.limits()
