@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .jobtypes import JobType
@@ -73,7 +73,7 @@ class Group(_Composable):
         return f"<Group of {len(self.items)}>"
 
 
-Node = Union[Step, Chain, Group]
+Node = Step | Chain | Group
 
 
 def _nodes(items: Iterable[Any], what: str) -> tuple[Node, ...]:

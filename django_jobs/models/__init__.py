@@ -5,7 +5,7 @@ from .worker import LIVE_STATES, Worker, WorkerState
 from .workflow import FailurePolicy, JobDependency, RunWhen, Workflow
 
 __all__ = [
-    "LIVE_STATES", "FailurePolicy", "Job", "JobDependency", "RunWhen", "Workflow", "JobSchedule", "JobStatus", "JobTypeLock", "PausedQueue", "RateToken",
-    "Worker",
-    "WorkerState", "scheduled_state", "unique_slot",
+    "LIVE_STATES", "FailurePolicy", "Job", "JobDependency", "JobSchedule", "JobStatus",
+    "JobTypeLock", "PausedQueue", "RateToken", "RunWhen", "Worker", "WorkerState", "Workflow",
+    "scheduled_state", "unique_slot",
 ]
