@@ -153,6 +153,11 @@ class Execution:
             self.started = True
         return True
 
+    @property
+    def ending(self) -> bool:
+        """Whether the run's ending is being written right now."""
+        return self._ending.locked()
+
     def report_lost(self, what: str) -> None:
         """Mark the run as taken away and say so in the log, once, whoever finds out."""
         self.lost = True

@@ -223,7 +223,10 @@ class Monitor(threading.Thread):
         for execution in running:
             row = rows.get(execution.job.pk)
             if row is None or row[0] != execution.claim_id or row[1] != "running":
-                if not execution.finished.is_set():
+                # Its own ending may have been written between the read and now: that run
+                # is finished, not lost (``ending`` first: ``finished`` is set before the
+                # ending is let go).
+                if not execution.ending and not execution.finished.is_set():
                     execution.report_lost("recovered or changed elsewhere; its late writes "
                                           "will be ignored")
                 continue

@@ -20,7 +20,7 @@ from django.utils import timezone
 from .. import clock, locks
 from ..conf import jobs_settings
 from ..execution import DEFAULT_TIMEOUT, lease_margin
-from ..models import Job, JobStatus, JobTypeLock, Worker
+from ..models import LIVE_STATES, Job, JobStatus, JobTypeLock, Worker
 from .limiting import Limiter, plan
 
 
@@ -60,6 +60,7 @@ def claim(
     exclude_queues: Iterable[str] = (),
     now: datetime | None = None,
     ids: Iterable[object] | None = None,
+    general: bool = False,
 ) -> list[Job]:
     """Claim up to ``limit`` due jobs for ``worker``; return them, marked running.
 
@@ -68,7 +69,9 @@ def claim(
     judged lost can never take new work under its old identity. Due-ness is decided by the
     database's clock. ``names`` restricts the claim to job names this process runs; ``ids``
     to given rows (eager mode runs the row it just enqueued). The rows are claimed, not
-    started: ``Execution.begin()`` records the start.
+    started: ``Execution.begin()`` records the start. On PostgreSQL a process's claim is one
+    statement while no limit applies (``_OneStatementClaim``); ``general`` forces the
+    transaction.
     """
     if limit < 1:
         return []
@@ -76,6 +79,19 @@ def claim(
     connection = connections[db]
     claim_id = uuid.uuid4()
     skip_locked = connection.features.has_select_for_update_skip_locked
+    if (not general and connection.vendor == "postgresql" and owner is not None and ids is None
+            and now is None and not clock.is_frozen() and not connection.in_atomic_block
+            and not _queue_limits(names, queues)):
+        filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
+                   tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), limit, True)
+        rows, keyed = _one_statement_claim(db, filters).claim(worker, owner, claim_id)
+        if not keyed:
+            return rows
+        # Rows with a lock key were among the first due: the general claim takes them in
+        # their turn (and more rows without keys, for the slots left).
+        return rows + claim(worker, limit - len(rows), owner=owner, queues=queues,
+                            names=names, exclude_names=exclude_names,
+                            exclude_queues=exclude_queues, general=True)
     # Ask for a few more than needed: some may share a lock key.
     fetch = limit * 2 if limit > 1 else 1
     with _immediate(connection), transaction.atomic(using=db):
@@ -158,6 +174,74 @@ def claim(
         row.locked_until = lease
         row.unique_slot = None
     return chosen
+
+
+def _queue_limits(names: Iterable[str] | None, queues: Iterable[str] | None) -> bool:
+    """Whether a queue this claim takes from has limits (every row of it may need a slot)."""
+    limits = plan(names, queues)
+    return limits is not None and bool(limits.queues)
+
+
+class _OneStatementClaim:
+    """The claim as one statement, on PostgreSQL, for rows without lock keys or limit keys.
+
+    ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``: the due rows are
+    picked, locked, marked running under the claim and returned in one round trip, outside
+    any transaction. The same statement refreshes the claiming process's heartbeat (a
+    data-modifying ``WITH``) and takes rows only while that process is live, so a process
+    written off by a peer claims nothing, as in the transaction of ``claim()``; it also says
+    whether it was live, and how many of the rows it picked hold a lock key or a limit key:
+    those are left to the general claim, in their turn, never skipped for later rows.
+    Claims without a process behind them (``run_due_jobs()``, eager mode) keep the general
+    path: their rows hold a lease.
+    """
+
+    def __init__(self, db: str, filters: tuple) -> None:
+        self.db = db
+        connection = connections[db]
+        picked = _candidates(db, None, *filters).values("pk", "lock_key", "limit_key")
+        # Django compiles FOR UPDATE only inside a transaction; the statement runs in one of
+        # its own.
+        with transaction.atomic(using=db):
+            select_sql, select_params = picked.query.get_compiler(using=db).as_sql()
+        quote = connection.ops.quote_name
+        job, worker_table = quote(Job._meta.db_table), quote(Worker._meta.db_table)
+        columns = ", ".join(f"claimed.{quote(f.column)}" for f in Job._meta.concrete_fields)
+        live = ", ".join(["%s"] * len(LIVE_STATES))
+        self.sql = (
+            f"WITH me AS (UPDATE {worker_table} SET heartbeat_at = STATEMENT_TIMESTAMP() "
+            f"WHERE id = %s AND state IN ({live}) RETURNING id), "
+            f"picked AS ({select_sql}), "
+            f"claimed AS (UPDATE {job} AS claimed SET status = %s, claim_id = %s, "
+            "owner_id = %s, worker = %s, started_at = NULL, "
+            "heartbeat_at = STATEMENT_TIMESTAMP(), locked_until = NULL, unique_slot = NULL "
+            "FROM picked WHERE claimed.id = picked.pk AND picked.lock_key IS NULL "
+            "AND picked.limit_key IS NULL AND EXISTS (SELECT 1 FROM me) "
+            f"RETURNING {columns}) "
+            "SELECT claimed.*, (SELECT COUNT(*) FROM me) AS claimer_live, "
+            "(SELECT COUNT(*) FROM picked WHERE lock_key IS NOT NULL "
+            "OR limit_key IS NOT NULL) AS keyed "
+            # One row even when nothing was claimed: it carries the two counts.
+            "FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE"
+        )
+        self.select_params = list(select_params)
+
+    def claim(
+        self, worker: str, owner: uuid.UUID, claim_id: uuid.UUID
+    ) -> tuple[list[Job], bool]:
+        """The rows claimed, and whether rows with keys were in the way (the general claim
+        must look). Raises ``WrittenOff`` as ``claim()`` does."""
+        params = [owner, *LIVE_STATES, *self.select_params, JobStatus.RUNNING, claim_id, owner,
+                  worker]
+        found = list(Job.objects.using(self.db).raw(self.sql, params))
+        if not found[0].claimer_live:
+            raise WrittenOff(owner)
+        return [row for row in found if row.pk is not None], bool(found[0].keyed)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_statement_claim(db: str, filters: tuple) -> _OneStatementClaim:
+    return _OneStatementClaim(db, filters)
 
 
 def _sorted_or_none(names: Iterable[str] | None) -> tuple[str, ...] | None:

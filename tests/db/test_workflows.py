@@ -288,3 +288,17 @@ def test_pruning_removes_a_finished_workflow_with_its_members_and_links_together
     assert not Workflow.objects.filter(pk=old.pk).exists()
     assert not JobDependency.objects.filter(workflow=old.pk).exists()
     assert Job.objects.in_workflow(running.pk).count() == 2
+
+
+def test_locks_and_limits_apply_to_members_like_any_job():
+    from django_jobs.worker.claim import claim
+
+    per_customer = job_types.get("jobsapp.per_customer")
+    wf = group([per_customer.step(customer=1, seconds=0) for _ in range(2)],
+               on_success=collect.step(label="ok")).enqueue()
+    first = claim("test-worker", 5)
+    # Two members share a lock key: one claim takes one of them, the other stays scheduled.
+    assert [row.workflow_id for row in first] == [wf.pk]
+    statuses = sorted(Job.objects.in_workflow(wf.pk).values_list("status", flat=True))
+    assert statuses == ["running", "scheduled", "waiting"]
+    assert claim("test-worker", 5) == []

@@ -43,9 +43,9 @@ def test_a_row_naming_an_unregistered_task_fails_and_its_module_is_never_importe
 
     for row in rows:
         row.refresh_from_db()
-        assert row.status == "failed"
-        assert row.error.startswith(f"unregistered task {row.name!r}"), row.error
-        assert "never imports a stored path" in row.error
+        # A worker claims only what its code registers: these rows wait for a worker that
+        # knows them, and are failed after UNKNOWN_JOB_GRACE if none ever comes.
+        assert (row.status, row.claim_id, row.started_at) == ("scheduled", None, None)
     registered.refresh_from_db()
     assert registered.status == "succeeded"
     assert not marker.exists(), marker.read_text()
