@@ -219,12 +219,20 @@ def main() -> None:
                     if run > 0:  # after the first run: 1x1 and the leading configuration
                         configs = list(dict.fromkeys([configs[0], drain_best[s]]))
                     for procs, threads in configs:
-                        out = runner.run(s, db, "drain", "--jobs", str(a.jobs),
+                        # Long-running workers, as deployed; the one-shot modes beside them.
+                        out = runner.run(s, db, "drain", "--jobs", str(a.jobs), "--long",
                                          "--processes", str(procs), "--threads", str(threads))
                         put(db, s, f"drain_{procs}x{threads}", out.get("rate"))
                         put(db, s, f"drain_{procs}x{threads}_steady", out.get("steady_rate"))
                         put(db, s, f"drain_{procs}x{threads}_stmts", out.get("statements_per_job"))
                         put(db, s, f"drain_{procs}x{threads}_xacts", out.get("xacts_per_job"))
+                        if (procs, threads) == configs[0] or run == 0:
+                            out = runner.run(s, db, "drain", "--jobs", str(a.jobs),
+                                             "--processes", str(procs), "--threads",
+                                             str(threads))
+                            put(db, s, f"oneshot_{procs}x{threads}", out.get("rate"))
+                            put(db, s, f"oneshot_{procs}x{threads}_steady",
+                                out.get("steady_rate"))
                     # The leader among every configuration, 1x1 included: for a system whose
                     # extra processes only contend, one process is its best.
                     drain_best[s] = max(
@@ -281,11 +289,16 @@ ROWS = [
     ("enqueue_single", "enqueue, one call each (autocommit)", "{:,.0f} jobs/s", True),
     ("enqueue_atomic", "enqueue, one call each in one transaction", "{:,.0f} jobs/s", True),
     ("enqueue_bulk", "enqueue, bulk", "{:,.0f} jobs/s", True),
-    ("drain_1x1", "drain, 1 worker x 1", "{:,.0f} jobs/s", True),
-    ("drain_best", "drain, best configuration", "{:,.0f} jobs/s", True),
-    ("drain_1x1_steady", "drain, 1 worker x 1, first job to last (no start-up)",
+    ("drain_1x1", "drain (long-running workers), 1 worker x 1", "{:,.0f} jobs/s", True),
+    ("drain_best", "drain (long-running workers), best configuration", "{:,.0f} jobs/s", True),
+    ("drain_1x1_steady", "drain (long-running), 1 worker x 1, first job to last",
      "{:,.0f} jobs/s", True),
-    ("drain_best_steady", "drain, best configuration, first job to last", "{:,.0f} jobs/s", True),
+    ("drain_best_steady", "drain (long-running), best configuration, first job to last",
+     "{:,.0f} jobs/s", True),
+    ("oneshot_1x1", "drain (one-shot mode: --burst / --one-shot / --batch), 1 worker x 1",
+     "{:,.0f} jobs/s", True),
+    ("oneshot_1x1_steady", "drain (one-shot mode), 1 worker x 1, first job to last",
+     "{:,.0f} jobs/s", True),
     ("drain_1x1_stmts", "statements per job (drain 1x1, client side)", "{:.2f}", False),
     ("drain_1x1_xacts", "transactions per job (drain 1x1, server side)", "{:.2f}", False),
     ("latency_p50", "pickup latency p50", "{:.1f} ms", False),

@@ -313,6 +313,14 @@ class Harness:
         return {"rate": n / elapsed, "seconds": elapsed}
 
     def cmd_drain(self, a) -> dict:
+        """Drain ``--jobs`` queued no-ops with ``--processes`` workers.
+
+        By default with the workers' own "until the queue is empty" mode (``--burst``,
+        ``--one-shot``, ``--batch``), which exit by themselves. With ``--long``, with the
+        long-running workers users deploy: the queue is watched in the database and the
+        workers are stopped (SIGTERM) once it is empty. Either way the clock runs from the
+        launch of the workers, and "first job to last" from the job bodies.
+        """
         self.setup_django()
         from django.db import connection
 
@@ -323,12 +331,19 @@ class Harness:
         xacts0 = pg_xacts(self.dbname) if self.db == "postgres" else None
         start = time.perf_counter()
         procs = [
-            spawn_worker(self.argv0, self.db, self.worker_args(threads=a.threads, burst=True),
+            spawn_worker(self.argv0, self.db,
+                         self.worker_args(threads=a.threads, burst=not a.long),
                          env={"BENCH_COUNT_FILE": c})
             for c in counts
         ]
-        wait_all(procs, a.timeout)
-        elapsed = time.perf_counter() - start
+        if a.long:
+            self.watch_until_done(procs, a.jobs, a.timeout)
+            elapsed = time.perf_counter() - start
+            for proc in procs:
+                stop(proc)
+        else:
+            wait_all(procs, a.timeout)
+            elapsed = time.perf_counter() - start
         done = self.done()
         dumps = [json.loads(Path(c).read_text()) for c in counts if Path(c).exists()]
         for c in counts:
@@ -348,6 +363,27 @@ class Harness:
             out["xacts_per_job"] = (pg_xacts(self.dbname) - xacts0) / a.jobs
         self.clear()
         return out
+
+    def watch_until_done(self, procs: list, jobs: int, timeout: float) -> None:
+        """Poll the database every 10 ms until every job is done (the long-running drain)."""
+        from django.db import connection
+
+        deadline = time.monotonic() + timeout
+        try:
+            while self.done() < jobs:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the queue was not empty within {timeout:.0f} s")
+                for proc in procs:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"worker exited with {proc.returncode}: "
+                                         f"{stderr_of(proc)}")
+                time.sleep(0.01)
+        except BaseException:
+            for proc in procs:
+                stop(proc)
+            raise
+        finally:
+            connection.close()
 
     def enqueue_bulk_or_atomic(self, payloads):
         if self.has_bulk:
@@ -443,6 +479,8 @@ class Harness:
         d.add_argument("--processes", type=int, default=1)
         d.add_argument("--threads", type=int, default=1)
         d.add_argument("--timeout", type=float, default=300)
+        d.add_argument("--long", action="store_true",
+                       help="long-running workers, stopped once the queue is empty")
         lt = sub.add_parser("latency")
         lt.add_argument("--jobs", type=int, default=200)
         lt.add_argument("--gap", type=float, default=0.05)
