@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
-from django.db.models import F
+from django.db.models import DateTimeField, F, Value
+from django.db.models.functions import Coalesce, Greatest
 
 from . import clock, payload, signals, workflows
 from .conf import jobs_settings
@@ -453,7 +454,7 @@ def record_outcome(
     limit = jobs_settings.MAX_TEXT_LENGTH
     fields: dict[str, Any] = {
         "status": outcome.status,
-        "finished_at": now,
+        "finished_at": not_before_start(now),
         "result": outcome.result,
         "error": payload.storable_text(outcome.error, limit),
         "locked_until": None,
@@ -490,6 +491,14 @@ def record_outcome(
             # The run's end and what it releases (or cancels) in its workflow: one commit.
             workflows.settle([job.pk], status=outcome.status)
     return True
+
+
+def not_before_start(now: datetime):
+    """``now``, or the run's start if that is later: the start is written by the database's
+    clock and ``now`` by this host's (synchronised to it within a fraction of a millisecond),
+    and a run must never be seen to end before it began."""
+    at = Value(now, output_field=DateTimeField())
+    return Greatest(at, Coalesce(F("started_at"), at))
 
 
 def schedule_retry(job: Job, now: datetime) -> Job | None:

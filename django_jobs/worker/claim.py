@@ -79,7 +79,8 @@ def claim(
     connection = connections[db]
     claim_id = uuid.uuid4()
     skip_locked = connection.features.has_select_for_update_skip_locked
-    if (not general and connection.vendor == "postgresql" and owner is not None and ids is None
+    if (not general and skip_locked and connection.vendor == "postgresql" and owner is not None
+            and ids is None
             and now is None and not clock.is_frozen() and not connection.in_atomic_block
             and not _queue_limits(names, queues)):
         filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
