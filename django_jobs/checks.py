@@ -8,6 +8,7 @@ django_jobs.E005  JOBS_<NAME>_ENABLED holds something that is neither true nor f
 django_jobs.E006  a job's schedule cannot compute its next run
 django_jobs.E007  WORKER_LOST_AFTER is shorter than three heartbeat intervals
 django_jobs.E008  DJANGO_JOBS['QUEUES'] holds a limit that is not valid
+django_jobs.E009  DJANGO_JOBS['LISTEN_DATABASE'] names no configured PostgreSQL database
 django_jobs.W001  the jobs database is SQLite without the options docs/installation.md advises
 django_jobs.W002  the jobs database server has no SELECT ... FOR UPDATE SKIP LOCKED
 """
@@ -56,7 +57,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             isinstance(value, bool) and bool not in expected
         )
         if wrong_type:
-            names = " or ".join(t.__name__ for t in expected)
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in expected)
             errors.append(
                 Error(
                     f"DJANGO_JOBS[{key!r}] should be {names}, not {type(value).__name__}.",
@@ -98,7 +99,27 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="django_jobs.E004",
             )
         )
+    errors.extend(_listen_database_errors(user.get("LISTEN_DATABASE")))
     return errors
+
+
+def _listen_database_errors(alias: Any) -> list[Error]:
+    """LISTEN_DATABASE must name a PostgreSQL entry of DATABASES: the worker opens its LISTEN
+    connection with that entry's parameters (read from the settings, without connecting)."""
+    if not isinstance(alias, str):
+        return []  # None: the listener uses DATABASE; another type is E003
+    hint = ("Name the alias of a DATABASES entry that connects to the jobs database's "
+            "PostgreSQL server directly, not through a transaction pooler such as PgBouncer; "
+            "or leave LISTEN_DATABASE out to listen on DATABASE.")
+    if alias not in settings.DATABASES:
+        problem = "which is not in DATABASES"
+        hint = f"{hint} Configured aliases: {', '.join(settings.DATABASES)}."
+    elif connections[alias].vendor != "postgresql":
+        problem = f"a {connections[alias].vendor} database: LISTEN is PostgreSQL's"
+    else:
+        return []
+    return [Error(f"DJANGO_JOBS['LISTEN_DATABASE'] is {alias!r}, {problem}.", hint=hint,
+                  id="django_jobs.E009")]
 
 
 #: ``PRAGMA journal_mode=WAL`` in an ``init_command``, however it is spelt.

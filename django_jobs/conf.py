@@ -39,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "PRUNE_INTERVAL": 300.0,
     # Use PostgreSQL LISTEN/NOTIFY to wake idle workers.
     "NOTIFY": True,
+    # Alias of a DATABASES entry that reaches the jobs database's PostgreSQL directly, for the
+    # worker's LISTEN connection alone (None: it listens on DATABASE). A transaction pooler
+    # such as PgBouncer in transaction mode delivers no notifications.
+    "LISTEN_DATABASE": None,
     # Largest accepted payload, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1_000_000,
     # Longest stored error text (message and traceback) or progress message, in characters.
@@ -63,6 +67,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "GRACE": (int, float),
     "PRUNE_INTERVAL": (int, float),
     "NOTIFY": (bool,),
+    "LISTEN_DATABASE": (str, type(None)),
     "MAX_PAYLOAD_BYTES": (int,),
     "MAX_TEXT_LENGTH": (int,),
     "EAGER": (bool,),
@@ -130,6 +135,10 @@ class Settings:
     @property
     def NOTIFY(self) -> bool:
         return bool(self._get("NOTIFY"))
+
+    @property
+    def LISTEN_DATABASE(self) -> str | None:
+        return self._get("LISTEN_DATABASE")
 
     @property
     def MAX_PAYLOAD_BYTES(self) -> int:

@@ -18,6 +18,8 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,9 @@ logger = logging.getLogger("django_jobs")
 DEFAULT_TIMEOUT = timedelta(minutes=5)
 #: Longest pause between two tries of a write while the database is unreachable.
 MAX_RETRY_PAUSE = 5.0
+#: Longest wait for a row lock in a write of the monitor (a heartbeat, progress, a timeout):
+#: it must not stall behind a row a job keeps locked in its own transaction.
+LOCK_WAIT_SECONDS = 1
 
 
 def lease_margin() -> timedelta:
@@ -238,8 +243,9 @@ class Execution:
         why. With ``keep_lock`` the lock key stays held (``lingering_lock``) until
         ``release_lingering_lock()``, called once the run's thread has really returned.
 
-        ``wait=False`` (the monitor) makes one try and never waits: ``None`` means "not now"
-        (another ending is being written, or the database is unreachable).
+        ``wait=False`` (the monitor) makes one try and never waits, for a row lock no longer
+        than ``LOCK_WAIT_SECONDS``: ``None`` means "not now" (another ending is being written,
+        the row is locked, or the database is unreachable).
         """
         if not self._ending.acquire(blocking=wait):
             return None
@@ -283,7 +289,8 @@ class Execution:
 
         try:
             if not patient:
-                return write(outcome, extra), outcome
+                with lock_waits_bounded():
+                    return write(outcome, extra), outcome
             return self._retrying(lambda: write(outcome, extra), "the outcome"), outcome
         except (OperationalError, InterfaceError):
             if not patient:
@@ -354,6 +361,44 @@ def close_broken_connection() -> None:
     connection = connections[jobs_settings.DATABASE]
     if not connection.in_atomic_block:
         connection.close()
+
+
+def bound_lock_wait(connection: Any, seconds: int) -> None:
+    """Make row-lock waits on ``connection`` give up after ``seconds`` (with an error).
+
+    On PostgreSQL for the current transaction only (``SET LOCAL``): behind a transaction
+    pooler such as PgBouncer, a session setting would stay on the server connection for
+    whichever client gets it next, and this client's next transaction may run on another
+    one. MySQL and MariaDB have no such scope: there it holds for the session, so use it on a
+    connection of its own.
+    """
+    if connection.vendor == "postgresql":
+        statement = f"SET LOCAL lock_timeout = '{int(seconds)}s'"
+    elif connection.vendor == "mysql":
+        statement = f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}"
+    else:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+
+
+@contextmanager
+def lock_waits_bounded(seconds: int = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Writes to the jobs database inside give up on a row lock after ``seconds``.
+
+    On PostgreSQL they run in one transaction, which the bound lasts for: a session setting
+    is not safe behind a pooler (see ``bound_lock_wait``). Elsewhere the bound is set for the
+    session of this thread's connection (the monitor's own).
+    """
+    db = jobs_settings.DATABASE
+    connection = connections[db]
+    if connection.vendor != "postgresql":
+        bound_lock_wait(connection, seconds)
+        yield
+        return
+    with transaction.atomic(using=db):
+        bound_lock_wait(connection, seconds)
+        yield
 
 
 def send_robust(signal, **kwargs: Any) -> None:

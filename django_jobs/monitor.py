@@ -18,37 +18,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from django.db import DatabaseError, InternalError, OperationalError, connections
 
 from . import clock
 from .conf import jobs_settings
-from .execution import Execution, Outcome
+from .execution import Execution, Outcome, lock_waits_bounded
 from .models import Job, Worker
 
 logger = logging.getLogger("django_jobs")
 
-#: Longest wait for a row lock on the monitor's connection: a progress write must not stall
-#: the monitor behind a row a job keeps locked in its own transaction.
-LOCK_WAIT_SECONDS = 1
 #: After a progress write found its row locked, seconds before the next try for that run.
 PROGRESS_BACKOFF = 5.0
-
-
-def bound_lock_wait(connection: Any, seconds: int, *, transaction_only: bool = False) -> None:
-    """Make row-lock waits on ``connection`` give up after ``seconds`` (with an error): for the
-    whole session, or on PostgreSQL for the current transaction only (MariaDB has no such
-    scope: use it on a connection of its own)."""
-    if connection.vendor == "postgresql":
-        scope = "LOCAL " if transaction_only else ""
-        statement = f"SET {scope}lock_timeout = '{int(seconds)}s'"
-    elif connection.vendor == "mysql":
-        statement = f"SET SESSION innodb_lock_wait_timeout = {int(seconds)}"
-    else:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(statement)
 
 
 class Monitor(threading.Thread):
@@ -71,7 +52,6 @@ class Monitor(threading.Thread):
         self._last_beat = 0.0
         self._last_cancel_check = 0.0
         self._last_sync = time.monotonic()
-        self._tuned: object = None  # the raw connection whose lock waits are bounded
         self._hung: set[object] = set()
         self._progress_blocked: dict[object, float] = {}  # job pk -> monotonic time
         self.beats = 0
@@ -156,9 +136,9 @@ class Monitor(threading.Thread):
         owner = self.owner  # the main loop may re-register meanwhile: judge this row only
         if owner is None:
             return
-        self._bound_lock_waits()
         busy = self._busy() if self._busy is not None else len(self.snapshot())
-        beat = Worker.objects.beat(owner, busy=busy)
+        with lock_waits_bounded():
+            beat = Worker.objects.beat(owner, busy=busy)
         if self.database_down:
             self.database_down = False
             self.database_up_since = time.monotonic()
@@ -179,14 +159,6 @@ class Monitor(threading.Thread):
             self.owner = None
         self._last_beat = time.monotonic()
 
-    def _bound_lock_waits(self) -> None:
-        connection = connections[jobs_settings.DATABASE]
-        connection.ensure_connection()
-        if connection.connection is self._tuned:
-            return
-        bound_lock_wait(connection, LOCK_WAIT_SECONDS)
-        self._tuned = connection.connection
-
     # -- what the job threads hand over -------------------------------------------------------
 
     def write_progress(self) -> None:
@@ -198,9 +170,9 @@ class Monitor(threading.Thread):
             fields = execution.take_progress()
             if not fields:
                 continue
-            self._bound_lock_waits()
             try:
-                execution.update(**fields)
+                with lock_waits_bounded():
+                    execution.update(**fields)
             except (OperationalError, InternalError) as exc:
                 # Its row is locked by the job's own transaction (or a passing error): the
                 # progress waits, and this run is left alone for a while; heartbeats and

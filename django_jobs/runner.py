@@ -20,13 +20,14 @@ from .exceptions import JobAlreadyRunning, JobCancelled, JobDisabled, JobTimeout
 from .execution import (
     Execution,
     Outcome,
+    bound_lock_wait,
     connection_states,
     restore_connections,
     send_robust,
     worker_id,
 )
 from .models import JobStatus, JobTypeLock, Worker
-from .monitor import Monitor, bound_lock_wait
+from .monitor import Monitor
 from .retry import next_step
 from .version import __version__
 
@@ -220,7 +221,7 @@ def start_row(job_type: JobType, data: dict[str, Any], owner: uuid.UUID) -> Exec
                     # Only an uncommitted transaction taking the same key can make this wait
                     # (the caller's own, perhaps, which waits for us): wait briefly, then call
                     # it held.
-                    bound_lock_wait(connections[db], 1, transaction_only=True)
+                    bound_lock_wait(connections[db], 1)
                 try:
                     with transaction.atomic(using=db):
                         return locks.acquire(lock_key, job_id=row.pk, claim_id=claim_id,

@@ -60,6 +60,37 @@ start_postgresql() {
   log "PostgreSQL did not start"; return 1
 }
 
+start_pgbouncer() {
+  # PgBouncer in transaction mode on 127.0.0.1:6432 in front of the PostgreSQL on 5432, for
+  # tests/concurrency/test_pgbouncer.py: every database name passes through (pytest-django's
+  # test_* databases included), user postgres without a password, like 5432 here.
+  pg_isready -q -h 127.0.0.1 -p 6432 -U postgres 2>/dev/null && return 0
+  apt_install pgbouncer
+  local dir="${PGBOUNCER_DIR:-/tmp/django-jobs-pgbouncer}" version
+  # PgBouncer refuses to run as root: it runs as postgres, which writes its pid and log here.
+  as_root install -d -o postgres -g postgres "$dir"
+  version="$(/usr/sbin/pgbouncer --version | awk 'NR == 1 { print $2 }')"
+  {
+    printf '[databases]\n* = host=127.0.0.1 port=5432\n\n[pgbouncer]\n'
+    printf 'listen_addr = 127.0.0.1\nlisten_port = 6432\nunix_socket_dir =\n'
+    printf 'auth_type = trust\nauth_file = %s/userlist.txt\nadmin_users = postgres\n' "$dir"
+    printf 'pool_mode = transaction\nmax_client_conn = 1000\ndefault_pool_size = 20\n'
+    printf 'pidfile = %s/pgbouncer.pid\nlogfile = %s/pgbouncer.log\n' "$dir" "$dir"
+    printf 'log_connections = 0\nlog_disconnections = 0\n'
+    # psycopg 2 sends it at startup; PgBouncer refuses unknown startup parameters.
+    printf 'ignore_startup_parameters = extra_float_digits\n'
+    # From 1.21 PgBouncer keeps prepared statements of clients apart in transaction mode.
+    if dpkg --compare-versions "$version" ge 1.21; then
+      printf 'max_prepared_statements = 200\n'
+    fi
+  } | as_root tee "$dir/pgbouncer.ini" >/dev/null
+  echo '"postgres" ""' | as_root tee "$dir/userlist.txt" >/dev/null
+  log "starting PgBouncer $version (transaction mode) on 127.0.0.1:6432"
+  as_root /usr/sbin/pgbouncer -d -u postgres "$dir/pgbouncer.ini"
+  for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 6432 -U postgres && return 0; sleep 0.2; done
+  log "PgBouncer did not start (see $dir/pgbouncer.log)"; return 1
+}
+
 start_mariadb() {
   mariadb-admin -h 127.0.0.1 -u root status >/dev/null 2>&1 && return 0
   log "starting MariaDB"

@@ -93,6 +93,15 @@ DJANGO_JOBS = {
     "HUNG_AFTER": 3.0,
     "GRACE": 5.0,
 }
+# Worker processes of tests/concurrency/test_pgbouncer.py reach the database through PgBouncer
+# (their DATABASE_URL). DJANGO_JOBS_TEST_LISTEN_URL gives them a direct connection to LISTEN on;
+# DJANGO_JOBS_TEST_DEFAULT_POLL leaves POLL_INTERVAL at its default, so that polling while
+# listening is the long safety net it is in production.
+if os.environ.get("DJANGO_JOBS_TEST_LISTEN_URL"):
+    DATABASES["direct"] = {**env.db("DJANGO_JOBS_TEST_LISTEN_URL"), "NAME": default_db["NAME"]}
+    DJANGO_JOBS["LISTEN_DATABASE"] = "direct"
+if os.environ.get("DJANGO_JOBS_TEST_DEFAULT_POLL"):
+    del DJANGO_JOBS["POLL_INTERVAL"]
 
 LOGGING = {
     "version": 1,

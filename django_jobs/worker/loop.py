@@ -48,7 +48,7 @@ PAUSE_CHECK_INTERVAL = 2.0
 #: than it has threads, so claims are batched and the next job is already in memory. Long
 #: jobs turn it off: a worker must not sit on work that idle peers could take.
 PREFETCH = 16
-#: Idle poll on PostgreSQL while LISTEN is connected (unless a poll interval is configured):
+#: Idle poll on PostgreSQL while LISTEN hears notifications (unless a poll interval is configured):
 #: NOTIFY wakes the worker for new jobs, delayed jobs are slept towards, so polling is rare.
 LISTEN_POLL_INTERVAL = 10.0
 SHORT_JOB = 0.05
@@ -270,11 +270,13 @@ class Worker:
         prune(max_batches=5)
 
     def _poll_interval(self) -> float:
-        """Seconds between idle polls. With LISTEN, polling is only a safety net: longer."""
+        """Seconds between idle polls. While LISTEN hears notifications, polling is only a
+        safety net: longer. Not yet listening, or deaf behind a pooler: the poll finds jobs."""
         if self.options.poll_interval is not None:
             return self.options.poll_interval
         user = jobs_settings.user_settings
-        if self.listener is not None and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
+        listening = self.listener is not None and self.listener.connected.is_set()
+        if listening and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
             return LISTEN_POLL_INTERVAL
         return jobs_settings.POLL_INTERVAL
 

@@ -1,5 +1,5 @@
-"""System checks: ``DJANGO_JOBS`` validation (E001-E004), job type checks (E005, E006) and the
-advice for SQLite (W001).
+"""System checks: ``DJANGO_JOBS`` validation (E001-E004, E007-E009), job type checks (E005, E006)
+and the advice for SQLite (W001).
 
 The ids are those documented at the top of ``django_jobs/checks.py``.
 """
@@ -135,6 +135,46 @@ def test_every_problem_is_reported_at_once():
     assert sorted(ids(check_settings())) == [
         "django_jobs.E002", "django_jobs.E003", "django_jobs.E004",
     ]
+
+
+@override_settings(DJANGO_JOBS={"LISTEN_DATABASE": None})
+def test_no_listen_database_is_valid():
+    assert check_settings() == []
+
+
+@override_settings(DJANGO_JOBS={"LISTEN_DATABASE": 5432})
+def test_listen_database_that_is_not_an_alias_string_is_e003():
+    errors = check_settings()
+    assert ids(errors) == ["django_jobs.E003"]
+    assert errors[0].msg == "DJANGO_JOBS['LISTEN_DATABASE'] should be str or None, not int."
+
+
+@override_settings(DJANGO_JOBS={"LISTEN_DATABASE": "direkt"})
+def test_listen_database_alias_that_is_not_configured_is_e009():
+    errors = check_settings()
+    assert ids(errors) == ["django_jobs.E009"]
+    assert errors[0].msg == "DJANGO_JOBS['LISTEN_DATABASE'] is 'direkt', which is not in DATABASES."
+    assert "directly" in errors[0].hint and "PgBouncer" in errors[0].hint
+    assert "Configured aliases: default, jobs." in errors[0].hint
+
+
+@pytest.mark.parametrize("vendor", ["sqlite", "mysql", "oracle"])
+def test_listen_database_that_is_not_postgresql_is_e009(monkeypatch, vendor):
+    monkeypatch.setattr(connections["jobs"], "vendor", vendor)
+    with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": "jobs"}):
+        errors = check_settings()
+    assert ids(errors) == ["django_jobs.E009"]
+    assert errors[0].msg == (
+        f"DJANGO_JOBS['LISTEN_DATABASE'] is 'jobs', a {vendor} database: LISTEN is PostgreSQL's."
+    )
+
+
+def test_listen_database_on_postgresql_passes_without_connecting(monkeypatch):
+    # pytest-django refuses any connection in a test without the django_db mark.
+    monkeypatch.setattr(connections["jobs"], "vendor", "postgresql")
+    with override_settings(DJANGO_JOBS={"LISTEN_DATABASE": "jobs"}):
+        assert check_settings() == []
+    assert connections["jobs"].connection is None
 
 
 # -- the jobs database --------------------------------------------------------------------------
