@@ -114,7 +114,7 @@ def emit(record: dict) -> None:
 
 def now_iso() -> str:
     return (
-        dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     )
 
 
@@ -244,7 +244,7 @@ class Producer:
             TELEMETRY.add_enqueued(n, (time.perf_counter() - started) * 1000.0)
             self.seq += n
 
-    def run_tokens(self, tokens: "queue.Queue[int | None]") -> None:
+    def run_tokens(self, tokens: queue.Queue[int | None]) -> None:
         """Harness pacing: insert what the ENQUEUE tokens ask for, scaled by the control
         file's rate over PRODUCER_RATE (high-load phases); tokens that piled up while an
         insert was slow are merged into full batches."""
@@ -306,7 +306,7 @@ class Producer:
             self.insert(whole)
 
 
-def read_tokens(tokens: "queue.Queue[int | None]") -> None:
+def read_tokens(tokens: queue.Queue[int | None]) -> None:
     """ENQUEUE <n> lines from the harness pacer, until EOF (the harness closes stdin at
     shutdown)."""
     for raw in sys.stdin:
@@ -328,7 +328,6 @@ def wait_for_worker(timeout_s: float = 30.0) -> None:
     as a deployment would not route work to a worker still booting. Without it the first
     second of jobs measures Django's start-up, not the queue."""
     from django.db import Error
-
     from django_jobs.models import Worker
 
     deadline = time.monotonic() + timeout_s
@@ -373,7 +372,6 @@ def producer_main() -> None:
 def depth_main() -> None:
     from django.db import Error
     from django.db.models.functions import Now
-
     from django_jobs.models import Job
 
     period = 0.2 if CFG.producer_mode == "depth-target" else 1.0
@@ -406,12 +404,15 @@ def sampler_main() -> None:
     last = TELEMETRY.counters()
     next_tick = first
     while True:
+        # Each sample covers the SAMPLE_EVERY_S that end on its own wall-clock boundary.
         next_tick += every
+        if STOP.wait(max(0.0, next_tick - time.time())):
+            return
         now = time.monotonic()
         window = max(0.001, now - last_tick)
         last_tick = now
         counters = TELEMETRY.counters()
-        enq, done, failed, errors = (c - p for c, p in zip(counters, last))
+        enq, done, failed, errors = (c - p for c, p in zip(counters, last, strict=True))
         last = counters
         p50, p95, p99 = TELEMETRY.pickup.percentiles(0.50, 0.95, 0.99)
         c50, c95, c99 = TELEMETRY.producer_call.percentiles(0.50, 0.95, 0.99)
@@ -438,8 +439,6 @@ def sampler_main() -> None:
                 "t": t, "system": SYSTEM, "kind": "adapter", "subject_kind": "adapter",
                 "subject": "", "metric": metric, "value": float(value), "window_s": window_s,
             })
-        if STOP.wait(max(0.0, next_tick - time.time())):
-            return
 
 
 # --- main -------------------------------------------------------------------------------------

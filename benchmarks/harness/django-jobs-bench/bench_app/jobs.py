@@ -11,7 +11,6 @@ import os
 import time
 
 from django.dispatch import receiver
-
 from django_jobs import JobContext, job
 from django_jobs.signals import job_finished
 
