@@ -221,9 +221,8 @@ class Producer:
         self._last_error_log = 0.0
 
     def insert(self, count: int) -> None:
-        from django.db import Error
-
         from bench_app.telemetry import TELEMETRY
+        from django.db import Error
 
         while count > 0 and not STOP.is_set():
             n = min(count, CFG.batch_max)
@@ -328,6 +327,7 @@ def wait_for_worker(timeout_s: float = 30.0) -> None:
     as a deployment would not route work to a worker still booting. Without it the first
     second of jobs measures Django's start-up, not the queue."""
     from django.db import Error
+
     from django_jobs.models import Worker
 
     deadline = time.monotonic() + timeout_s
@@ -372,6 +372,7 @@ def producer_main() -> None:
 def depth_main() -> None:
     from django.db import Error
     from django.db.models.functions import Now
+
     from django_jobs.models import Job
 
     period = 0.2 if CFG.producer_mode == "depth-target" else 1.0

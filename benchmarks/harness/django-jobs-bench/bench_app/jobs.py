@@ -11,6 +11,7 @@ import os
 import time
 
 from django.dispatch import receiver
+
 from django_jobs import JobContext, job
 from django_jobs.signals import job_finished
 
