@@ -569,6 +569,13 @@ class WorkerQuerySet(models.QuerySet):
             heartbeat_at=clock.sql_now(), **fields
         ) == 1
 
+    def hold_if_live(self, worker_id) -> bool:
+        """Lock a live process's row until the end of the transaction; ``False`` when it was
+        written off (or removed). A write-off of it waits for the transaction, and sees what
+        it wrote."""
+        return bool(list(self.filter(pk=worker_id).live().select_for_update()
+                         .values_list("pk", flat=True)))
+
     def with_liveness(self, lost_after: float) -> WorkerQuerySet:
         """Annotate ``overdue`` (no heartbeat for ``lost_after`` seconds by the database's
         clock: a live process that its peers are about to write off) and ``running_jobs``

@@ -64,9 +64,12 @@ def claim(
 ) -> list[Job]:
     """Claim up to ``limit`` due jobs for ``worker``; return them, marked running.
 
-    ``owner`` is the claiming process's ``Worker`` row: the claim refreshes its heartbeat in
-    the same transaction, and raises ``WrittenOff`` if a peer wrote it off, so that a process
-    judged lost can never take new work under its old identity. Due-ness is decided by the
+    ``owner`` is the claiming process's ``Worker`` row: the claim locks it in the same
+    transaction, and raises ``WrittenOff`` if a peer wrote it off, so that a process judged
+    lost can never take new work under its old identity (a peer's write-off waits for the
+    claim, then finds the claimed rows and recovers them too). The lock writes nothing: the
+    row's heartbeat is the monitor's, every ``HEARTBEAT_INTERVAL``, and a busy worker's
+    claims add no row versions to it. Due-ness is decided by the
     database's clock. ``names`` restricts the claim to job names this process runs; ``ids``
     to given rows (eager mode runs the row it just enqueued). The rows are claimed, not
     started: ``Execution.begin()`` records the start. On PostgreSQL a process's claim is one
@@ -96,7 +99,7 @@ def claim(
     # Ask for a few more than needed: some may share a lock key.
     fetch = limit * 2 if limit > 1 else 1
     with _immediate(connection), transaction.atomic(using=db):
-        if owner is not None and not Worker.objects.beat(owner):
+        if owner is not None and not Worker.objects.hold_if_live(owner):
             raise WrittenOff(owner)
         lease = None
         if owner is None:
@@ -188,9 +191,9 @@ class _OneStatementClaim:
 
     ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``: the due rows are
     picked, locked, marked running under the claim and returned in one round trip, outside
-    any transaction. The same statement refreshes the claiming process's heartbeat (a
-    data-modifying ``WITH``) and takes rows only while that process is live, so a process
-    written off by a peer claims nothing, as in the transaction of ``claim()``; it also says
+    any transaction. The same statement locks the claiming process's row and takes rows only
+    while that process is live, so a process written off by a peer claims nothing, as in the
+    transaction of ``claim()``; it also says
     whether it was live, and how many of the rows it picked hold a lock key or a limit key:
     those are left to the general claim, in their turn, never skipped for later rows.
     Claims without a process behind them (``run_due_jobs()``, eager mode) keep the general
@@ -210,8 +213,8 @@ class _OneStatementClaim:
         columns = ", ".join(f"claimed.{quote(f.column)}" for f in Job._meta.concrete_fields)
         live = ", ".join(["%s"] * len(LIVE_STATES))
         self.sql = (
-            f"WITH me AS (UPDATE {worker_table} SET heartbeat_at = STATEMENT_TIMESTAMP() "
-            f"WHERE id = %s AND state IN ({live}) RETURNING id), "
+            f"WITH me AS (SELECT id FROM {worker_table} "
+            f"WHERE id = %s AND state IN ({live}) FOR UPDATE), "
             f"picked AS ({select_sql}), "
             f"claimed AS (UPDATE {job} AS claimed SET status = %s, claim_id = %s, "
             "owner_id = %s, worker = %s, started_at = NULL, "

@@ -76,10 +76,12 @@ def write_off(worker_pk: uuid.UUID, lost_after: float) -> list[Job]:
             state=WorkerState.LOST
         ):
             return []  # it beat meanwhile, or another peer wrote it off first
-        label = Worker.objects.filter(pk=worker_pk).values_list("host", "pid").first()
+        label = (Worker.objects.filter(pk=worker_pk)
+                 .values_list("host", "pid", "heartbeat_at").first())
         who = f"{label[0]}:{label[1]}" if label else str(worker_pk)
-        logger.warning("worker %s is lost: no heartbeat for %gs; recovering its runs", who,
-                       lost_after)
+        silent = (clock.now() - label[2]).total_seconds() if label and label[2] else lost_after
+        logger.warning("worker %s is lost: no heartbeat for %.0fs (WORKER_LOST_AFTER %gs); "
+                       "recovering its runs", who, silent, lost_after)
         runs = list(Job.objects.owned_by([worker_pk]).order_by("created_at"))
         recovered = _recover(
             runs, f"{who} stopped sending heartbeats for {lost_after:g}s", hooks=False
