@@ -129,11 +129,13 @@ class Worker:
             "worker %s started: queues=%s concurrency=%d", self.id,
             ",".join(opts.queues) or "*", opts.concurrency,
         )
-        poll = self._poll_interval()
         failures = 0
         self._database_up_since = time.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
+            # Asked each round: the listener connects (or finds itself deaf behind a pooler)
+            # after the loop has started.
+            poll = self._poll_interval()
             try:
                 self._rescue_if_due()
                 self._schedule_if_due()

@@ -57,12 +57,14 @@ def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = Tr
                         "process is gone")
     rescued += rescue_stale(now)
     free_orphaned_locks()
-    # Finished workflows get their end (status, finished_at): one indexed query.
-    workflows.finish_workflows()
     if time.monotonic() - _last_unknown_check >= UNKNOWN_CHECK_INTERVAL:
         _last_unknown_check = time.monotonic()
         fail_unknown()
         forget_lost_workers()
+        # Finished workflows get their end (status, finished_at) for pruning and the admin's
+        # list, which reads the members until then: once a minute is enough, and keeps an
+        # idle worker's sweep as cheap as it was.
+        workflows.finish_workflows()
         # A safety net: every way of ending a workflow member settles it in the same
         # transaction; an outcome written by hand in the database is found here.
         workflows.settle_ended()
