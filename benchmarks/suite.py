@@ -436,7 +436,8 @@ def targets(raw, dbs, peers) -> list[str]:
                   f"{single:,.0f} vs {fastest} {ps[fastest]:,.0f} jobs/s")
         idle = value(ours, "idle_xacts_per_s")[0]
         if on_postgres and idle is not None:
-            check(f"{db}: idle worker <= 1 transaction/s", idle <= 1, f"{idle:.2f} transactions/s")
+            check(f"{db}: idle worker <= 0.5 transaction/s", idle <= 0.5,
+                  f"{idle:.2f} transactions/s")
         cd = ours.get("claimdepth")
         if isinstance(cd, dict) and len(cd) >= 2:
             vals = list(cd.values())

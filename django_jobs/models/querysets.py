@@ -208,6 +208,7 @@ class JobQuerySet(models.QuerySet):
         exclude_names: Iterable[str] = (),
         exclude_queues: Iterable[str] = (),
         exclude_limit_keys: Iterable[str] = (),
+        exclude_paused: bool = False,
     ) -> JobQuerySet:
         """Due rows that a worker may start now: their lock key, if any, is free.
 
@@ -215,6 +216,7 @@ class JobQuerySet(models.QuerySet):
         registers, and leaves other rows to the workers that know them.
         ``exclude_limit_keys`` are limit keys at their limit: their rows are left out before
         the claim's window is cut, so that one busy key cannot fill it.
+        ``exclude_paused`` leaves out the rows of paused queues, read by the same query.
         """
         JobTypeLock = _model("JobTypeLock")
         now = _now(now)
@@ -234,6 +236,9 @@ class JobQuerySet(models.QuerySet):
         if exclude_limit_keys:
             # NOT IN alone would drop the rows without a limit key (NULL NOT IN ... is NULL).
             qs = qs.filter(Q(limit_key__isnull=True) | ~Q(limit_key__in=exclude_limit_keys))
+        if exclude_paused:
+            paused = _model("PausedQueue").objects.filter(queue=OuterRef("queue"))
+            qs = qs.filter(~Exists(paused))
         return qs
 
     def started_since(self, since: datetime) -> JobQuerySet:

@@ -58,6 +58,7 @@ def claim(
     names: Iterable[str] | None = None,
     exclude_names: Iterable[str] = (),
     exclude_queues: Iterable[str] = (),
+    exclude_paused: bool = False,
     now: datetime | None = None,
     ids: Iterable[object] | None = None,
     general: bool = False,
@@ -71,7 +72,9 @@ def claim(
     row's heartbeat is the monitor's, every ``HEARTBEAT_INTERVAL``, and a busy worker's
     claims add no row versions to it. Due-ness is decided by the
     database's clock. ``names`` restricts the claim to job names this process runs; ``ids``
-    to given rows (eager mode runs the row it just enqueued). The rows are claimed, not
+    to given rows (eager mode runs the row it just enqueued); ``exclude_paused`` leaves out
+    the queues paused at the time of the claim, read by the claim's own query (a worker's
+    claims read no separate list). The rows are claimed, not
     started: ``Execution.begin()`` records the start. On PostgreSQL a process's claim is one
     statement while no limit applies (``_OneStatementClaim``); ``general`` forces the
     transaction.
@@ -87,7 +90,8 @@ def claim(
             and now is None and not clock.is_frozen() and not connection.in_atomic_block
             and not _queue_limits(names, queues)):
         filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
-                   tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), limit, True)
+                   tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), limit, True,
+                   exclude_paused)
         rows, keyed = _one_statement_claim(db, filters).claim(worker, owner, claim_id)
         if not keyed:
             return rows
@@ -95,7 +99,8 @@ def claim(
         # their turn (and more rows without keys, for the slots left).
         return rows + claim(worker, limit - len(rows), owner=owner, queues=queues,
                             names=names, exclude_names=exclude_names,
-                            exclude_queues=exclude_queues, general=True)
+                            exclude_queues=exclude_queues, exclude_paused=exclude_paused,
+                            general=True)
     # Ask for a few more than needed: some may share a lock key.
     fetch = limit * 2 if limit > 1 else 1
     with _immediate(connection), transaction.atomic(using=db):
@@ -107,7 +112,7 @@ def claim(
             lease = (now or clock.now()) + _default_timeout() + lease_margin()
         filters = (tuple(sorted(queues or ())), _sorted_or_none(names),
                    tuple(sorted(exclude_names)), tuple(sorted(exclude_queues)), fetch,
-                   skip_locked)
+                   skip_locked, exclude_paused)
         id_list = None if ids is None else list(ids)
         if ids is not None or now is not None or clock.is_frozen():
             rows = list(_candidates(db, now, *filters, ids=id_list))
@@ -291,13 +296,14 @@ class _CompiledCandidates:
 
 
 def _candidates(
-    db, now, queues, names, exclude_names, exclude_queues, fetch, skip_locked, ids=None,
-    exclude_limit_keys=(),
+    db, now, queues, names, exclude_names, exclude_queues, fetch, skip_locked,
+    exclude_paused=False, ids=None, exclude_limit_keys=(),
 ):
     """The rows a claim looks at: claimable now, locked as they are read, ``fetch`` at most."""
     candidates = Job.objects.using(db).claimable(
         now, queues=queues, names=names, exclude_names=exclude_names,
         exclude_queues=exclude_queues, exclude_limit_keys=exclude_limit_keys,
+        exclude_paused=exclude_paused,
     )
     if ids is not None:
         candidates = candidates.filter(pk__in=ids)

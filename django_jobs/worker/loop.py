@@ -22,7 +22,7 @@ from .. import clock
 from ..conf import jobs_settings
 from ..execution import Execution, worker_id
 from ..jobtypes import registry
-from ..models import Job, PausedQueue, WorkerState
+from ..models import Job, WorkerState
 from ..models import Worker as WorkerRow
 from ..monitor import Monitor
 from ..pruning import prune
@@ -42,7 +42,8 @@ EXIT_RELEASED = 75
 #: ``HUNG_AFTER``: the process gives up on the thread and leaves, for its supervisor to start
 #: a fresh one (the thread dies with the process, and its lock key is freed).
 EXIT_HUNG = 70
-#: Seconds between two reads of the paused queues.
+#: Seconds between two looks at the job names this process may claim (registered, enabled on
+#: this host). Paused queues need no read of their own: the claim's query leaves them out.
 PAUSE_CHECK_INTERVAL = 2.0
 #: While jobs take less than SHORT_JOB seconds on average, a worker claims up to PREFETCH more
 #: than it has threads, so claims are batched and the next job is already in memory. Long
@@ -96,22 +97,24 @@ class Worker:
         self.row_id: uuid.UUID | None = None  # this process's Worker row
         self._identity_guard = threading.Lock()
         self.monitor = Monitor(busy=lambda: self.busy, on_written_off=self._reregister,
-                               on_hung=self._on_hung)
+                               on_hung=self._on_hung, on_sweep_wanted=self.wake.set)
         self.hung: list[Execution] = []
         self.listener: Listener | None = None
         self._inbox: queue.Queue[Execution | None] = queue.Queue()
         self._running: dict[object, Execution] = {}
         self._running_guard = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._last_rescue = 0.0
+        self._last_rescue = 0.0  # monotonic time of the last sweep
+        self._write_off_others = False
         self._last_prune = time.monotonic()
-        self._paused: list[str] = []
         self._names: list[str] | None = None
         self._busy_at_last_claim = 0
         self._database_up_since = time.monotonic()
         self._database_was_down = False
         self._names_read_at = 0.0
-        self._paused_read_at = 0.0
+        # The next scheduled run_at as last read, and the listener's count of notifications
+        # then: while no notification came, no row became scheduled (see _next_run_at).
+        self._next_run: tuple[int, object] | None = None
         self.scheduler = Scheduler() if self.options.scheduler else None
         self._average_duration: float | None = None  # moving average of job run times
 
@@ -221,7 +224,7 @@ class Worker:
         self._busy_at_last_claim = self.busy
         rows = claim(
             self.id, free, owner=self.row_id, queues=self.options.queues,
-            names=self._claimable_names(), exclude_queues=self._paused_queues(),
+            names=self._claimable_names(), exclude_paused=True,
         )
         for row in rows:
             job_type = registry.get(row.name) if row.name in registry else None
@@ -245,14 +248,6 @@ class Worker:
             self._names = [name for name in registry.names() if name not in disabled]
             self._names_read_at = now
         return self._names
-
-    def _paused_queues(self) -> list[str]:
-        """Paused queues, read at most every ``PAUSE_CHECK_INTERVAL`` seconds."""
-        now = time.monotonic()
-        if now - self._paused_read_at >= PAUSE_CHECK_INTERVAL:
-            self._paused = list(PausedQueue.objects.values_list("queue", flat=True))
-            self._paused_read_at = now
-        return self._paused
 
     def _schedule_if_due(self) -> None:
         if self.scheduler is None:
@@ -288,13 +283,37 @@ class Worker:
         sleep = poll
         if self.scheduler is not None:
             sleep = min(sleep, self.scheduler.seconds_until_due())
+        if self.monitor.sweep_wanted(self._write_off_others):
+            # A look found work for the sweep that is not due yet: wake up when it is.
+            until = jobs_settings.RESCUE_INTERVAL - (time.monotonic() - self._last_rescue)
+            sleep = min(sleep, max(until, 0.0))
         if sleep > jobs_settings.POLL_INTERVAL:
             # A long sleep must not make a delayed job late, nor a job waiting for a lock.
-            next_due = Job.objects.scheduled().in_queues(self.options.queues).next_run_at()
+            next_due = self._next_run_at()
             if next_due is not None:
                 until = (next_due - clock.now()).total_seconds()
                 sleep = min(sleep, max(until, jobs_settings.POLL_INTERVAL))
         return max(sleep, 0.01)
+
+    def _next_run_at(self):
+        """The earliest ``run_at`` of the scheduled rows of this worker's queues.
+
+        Read again only when it may have moved earlier: a row becomes scheduled only through
+        an INSERT or a change of status, and both NOTIFY (see notify.py). While the listener
+        has heard nothing since the last read, and that read's answer is still in the
+        future, it stands (rows claimed or cancelled meanwhile only make the real one later:
+        a wake-up at the old one is early, never late). Without a listener: read each time.
+        """
+        listener = self.listener
+        heard = listener.heard if listener is not None and listener.connected.is_set() else None
+        cached = self._next_run
+        if heard is not None and cached is not None and cached[0] == heard and (
+            cached[1] is None or cached[1] > clock.now()
+        ):
+            return cached[1]
+        next_due = Job.objects.scheduled().in_queues(self.options.queues).next_run_at()
+        self._next_run = (heard, next_due) if heard is not None else None
+        return next_due
 
     def _done(self) -> bool:
         """Burst mode ends when nothing is due and nothing runs; --max-jobs when all ran."""
@@ -307,7 +326,6 @@ class Worker:
     def _rescue_if_due(self) -> None:
         if time.monotonic() - self._last_rescue < jobs_settings.RESCUE_INTERVAL:
             return
-        self._last_rescue = time.monotonic()
         # Peers are judged only once this process has itself reached the database for
         # WORKER_LOST_AFTER: after an outage every live worker is overdue for a moment, and
         # beats again within a heartbeat interval.
@@ -317,8 +335,16 @@ class Worker:
             self._database_up_since = time.monotonic()
         up_since = max(self._database_up_since, self.monitor.database_up_since)
         up_for = 0.0 if self.monitor.database_down else time.monotonic() - up_since
+        write_off_others = self._write_off_others = up_for >= jobs_settings.WORKER_LOST_AFTER
+        # The monitor looks for the sweep's work with every heartbeat, in the same statement
+        # (PostgreSQL): when its last look, fresh enough, found none, the sweep's statements
+        # would all find nothing, and are skipped; the next look that finds work wakes this
+        # loop. The once-a-minute parts of rescue() keep their own clock.
+        sweep = self.monitor.sweep_needed(write_off_others)
+        if sweep:
+            self._last_rescue = time.monotonic()
         self.stats.rescued += len(
-            rescue(me=self.row_id, write_off_others=up_for >= jobs_settings.WORKER_LOST_AFTER)
+            rescue(me=self.row_id, write_off_others=write_off_others, sweep=sweep)
         )
 
     def _database_trouble(self, exc: Exception, failures: int) -> None:

@@ -67,6 +67,9 @@ class Listener(threading.Thread):
         self.stopping = threading.Event()
         #: Listening, and notifications reach this process (never set behind a pooler).
         self.connected = threading.Event()
+        #: Notifications heard (and connections made: some may have been missed before),
+        #: so that the worker can tell whether any row became scheduled since it last looked.
+        self.heard = 0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -82,11 +85,13 @@ class Listener(threading.Thread):
                         self._give_up()
                     break
                 raw.execute(f"LISTEN {CHANNEL}")
+                self.heard += 1
                 self.connected.set()
                 backoff = 0.2
                 self.wake.set()  # anything enqueued while we were not listening
                 while not self.stopping.is_set():
                     for _ in raw.notifies(timeout=1.0):
+                        self.heard += 1
                         self.wake.set()
             except Exception as exc:
                 self.connected.clear()

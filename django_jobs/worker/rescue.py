@@ -35,28 +35,29 @@ UNKNOWN_CHECK_INTERVAL = 60.0
 _last_unknown_check = 0.0
 
 
-def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = True) -> list[Job]:
+def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = True,
+           sweep: bool = True) -> list[Job]:
     """One sweep: write off lost workers, recover their runs and the rest. Returns the runs
     this call recovered.
 
     ``me`` (the sweeping process's own row) is never written off by itself: if its peers did,
     its heartbeat finds out. ``write_off_others=False`` skips write-offs: a process that has
     not itself reached the database for ``WORKER_LOST_AFTER`` (it started, or the database was
-    down) cannot tell a dead peer from one that was cut off like itself.
+    down) cannot tell a dead peer from one that was cut off like itself. ``sweep=False``
+    (a look just found none of the sweep's work, see ``look()``) does only the parts that
+    run once a minute, when they are due.
     """
     global _last_unknown_check
     lost_after = jobs_settings.WORKER_LOST_AFTER
     rescued: list[Job] = []
-    overdue = Worker.objects.overdue(lost_after)
-    if me is not None:
-        overdue = overdue.exclude(pk=me)
-    if write_off_others:
-        for worker_pk in overdue.values_list("pk", flat=True)[:BATCH]:
-            rescued += write_off(worker_pk, lost_after)
-    rescued += _recover(Job.objects.orphaned().order_by("created_at")[:BATCH], "its worker "
-                        "process is gone")
-    rescued += rescue_stale(now)
-    free_orphaned_locks()
+    if sweep:
+        if write_off_others:
+            for worker_pk in overdue_peers(me, lost_after).values_list("pk", flat=True)[:BATCH]:
+                rescued += write_off(worker_pk, lost_after)
+        rescued += _recover(Job.objects.orphaned().order_by("created_at")[:BATCH],
+                            "its worker process is gone")
+        rescued += rescue_stale(now)
+        free_orphaned_locks()
     if time.monotonic() - _last_unknown_check >= UNKNOWN_CHECK_INTERVAL:
         _last_unknown_check = time.monotonic()
         fail_unknown()
@@ -69,6 +70,51 @@ def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = Tr
         # transaction; an outcome written by hand in the database is found here.
         workflows.settle_ended()
     return rescued
+
+
+def overdue_peers(me: uuid.UUID | None, lost_after: float):
+    """Live worker rows overdue by ``lost_after`` seconds, other than ``me``."""
+    overdue = Worker.objects.overdue(lost_after)
+    return overdue.exclude(pk=me) if me is not None else overdue
+
+
+class Look:
+    """What a sweep would find now, in one query: whether it is worth its statements.
+
+    One ``EXISTS`` per step of the sweep (overdue peers, runs of processes that are gone, runs
+    without a process whose lease ran out, lock keys of processes that are no longer live),
+    each the sweep's own query cut to one row. ``sql()`` is a SELECT list, for the heartbeat
+    to send in its own statement (see ``Monitor.beat``).
+    """
+
+    FIELDS = ("overdue", "orphaned", "stale", "stale_locks")
+
+    def __init__(self, me: uuid.UUID | None) -> None:
+        self.me = me
+
+    def querysets(self):
+        lost_after = jobs_settings.WORKER_LOST_AFTER
+        return (
+            overdue_peers(self.me, lost_after).values("pk"),
+            Job.objects.orphaned().values("pk"),
+            Job.objects.stale().values("pk"),
+            JobTypeLock.objects.stale().filter(owner__isnull=False).values("pk"),
+        )
+
+    def sql(self) -> tuple[str, list]:
+        db = jobs_settings.DATABASE
+        parts, params = [], []
+        for field, queryset in zip(self.FIELDS, self.querysets(), strict=True):
+            sql, more = queryset.order_by()[:1].query.get_compiler(using=db).as_sql()
+            parts.append(f"EXISTS({sql}) AS {field}")
+            params.extend(more)
+        return ", ".join(parts), params
+
+    @classmethod
+    def needs_sweep(cls, found: dict[str, bool], write_off_others: bool) -> bool:
+        """Whether a look's answer leaves work for a sweep that may (or may not) write off."""
+        return bool(found["orphaned"] or found["stale"] or found["stale_locks"]
+                    or (found["overdue"] and write_off_others))
 
 
 def write_off(worker_pk: uuid.UUID, lost_after: float) -> list[Job]:
