@@ -10,10 +10,10 @@ One heartbeat is one UPDATE of the process's ``Worker`` row, with the database's
 it finds the row written off (a peer judged the process lost, e.g. after it was frozen), every
 run of the process is lost: their late writes are fenced off, and ``on_written_off`` is told.
 
-A worker's monitor also looks for the sweep's work (``rescue.Look``), at least every
-``RESCUE_INTERVAL``: on PostgreSQL in the heartbeat's own statement, so that an idle worker's
-sweep costs no statement of its own while there is nothing to recover. A look that finds work
-calls ``on_sweep_wanted`` (the worker wakes its main loop, which sweeps).
+A worker hands its monitor a ``look`` (``worker/look.py``: whether its sweep has work), which
+the monitor sends at least every ``RESCUE_INTERVAL``: on PostgreSQL in the heartbeat's own
+statement, so that an idle worker's sweep costs no statement of its own while there is nothing
+to recover. The monitor only sends it and hands back the answer; what it means is the worker's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from django.db import DatabaseError, InternalError, OperationalError, connections
 
@@ -30,12 +31,27 @@ from . import clock
 from .conf import jobs_settings
 from .execution import LOCK_WAIT_SECONDS, Execution, Outcome, lock_waits_bounded
 from .models import LIVE_STATES, Job, Worker
-from .worker.rescue import Look
 
 logger = logging.getLogger("django_jobs")
 
 #: After a progress write found its row locked, seconds before the next try for that run.
 PROGRESS_BACKOFF = 5.0
+
+
+class Look(Protocol):
+    """A read that rides on the heartbeat (see ``worker.look.Look``)."""
+
+    def sql(self, me: uuid.UUID | None) -> tuple[str, list]:
+        """A SELECT list and its parameters."""
+
+    def due(self) -> bool:
+        """Whether a read of its own is due before the next heartbeat."""
+
+    def record(self, row: Sequence) -> None:
+        """The read's answer, one value per column of ``sql()``."""
+
+    def forget(self) -> None:
+        """The heartbeat failed, or went without the read."""
 
 
 class Monitor(threading.Thread):
@@ -46,16 +62,14 @@ class Monitor(threading.Thread):
         busy: Callable[[], int] | None = None,
         on_written_off: Callable[[uuid.UUID], uuid.UUID | None] | None = None,
         on_hung: Callable[[Execution], None] | None = None,
-        on_sweep_wanted: Callable[[], object] | None = None,
+        look: Look | None = None,
     ) -> None:
         super().__init__(name="django-jobs-monitor", daemon=True)
         self.owner = owner
         self._busy = busy
         self._on_written_off = on_written_off
         self._on_hung = on_hung
-        self._on_sweep_wanted = on_sweep_wanted
-        # The last look for the sweep's work: (monotonic time, what it found).
-        self.last_look: tuple[float, dict[str, bool]] | None = None
+        self._look = look
         self._executions: dict[object, Execution] = {}
         self._guard = threading.Lock()
         self._stop_event = threading.Event()
@@ -132,15 +146,17 @@ class Monitor(threading.Thread):
 
     def _look_if_due(self) -> None:
         """A look of its own, when the sweep's interval is shorter than the heartbeat's."""
-        if (self._on_sweep_wanted is not None and self.owner is not None
-                and self._one_statement() and (
-                    self.last_look is None
-                    or time.monotonic() - self.last_look[0] >= jobs_settings.RESCUE_INTERVAL)):
-            sql, params = Look(self.owner).sql()
+        look, owner = self._look, self.owner
+        if look is None or owner is None or not self._one_statement() or not look.due():
+            return
+        try:
+            sql, params = look.sql(owner)
             with connections[jobs_settings.DATABASE].cursor() as cursor:
                 cursor.execute(f"SELECT {sql}", params)
-                row = cursor.fetchone()
-            self._looked(dict(zip(Look.FIELDS, row, strict=True)))
+                look.record(cursor.fetchone())
+        except BaseException:
+            look.forget()
+            raise
 
     def _read_cancellations_if_due(self) -> None:
         if time.monotonic() - self._last_cancel_check >= jobs_settings.CANCEL_CHECK_INTERVAL:
@@ -160,9 +176,16 @@ class Monitor(threading.Thread):
         if owner is None:
             return
         busy = self._busy() if self._busy is not None else len(self.snapshot())
-        if self._on_sweep_wanted is not None and self._one_statement():
-            beat = self._beat_and_look(owner, busy)
+        look = self._look
+        if look is not None and self._one_statement():
+            try:
+                beat = self._beat_and_look(look, owner, busy)
+            except BaseException:
+                look.forget()  # the sweep runs in full until a heartbeat looks again
+                raise
         else:
+            if look is not None:
+                look.forget()
             with lock_waits_bounded():
                 beat = Worker.objects.beat(owner, busy=busy)
         if self.database_down:
@@ -194,16 +217,16 @@ class Monitor(threading.Thread):
                 and not connection.settings_dict.get("OPTIONS", {}).get("server_side_binding")
                 and not clock.is_frozen())
 
-    def _beat_and_look(self, owner: uuid.UUID, busy: int) -> bool:
-        """The heartbeat and a look for the sweep's work, in one statement and one
-        transaction: ``SET LOCAL lock_timeout`` (as ``lock_waits_bounded`` sets it: it lasts
-        for this transaction only, so nothing is left on a pooled server connection), then the
-        UPDATE of this process's row and the look's EXISTS. The look sees the database as it
-        was when the statement began."""
+    def _beat_and_look(self, look: Look, owner: uuid.UUID, busy: int) -> bool:
+        """The heartbeat and the look, in one statement and one transaction: ``SET LOCAL
+        lock_timeout`` (as ``lock_waits_bounded`` sets it: it lasts for this transaction only,
+        so nothing is left on a pooled server connection), then the UPDATE of this process's
+        row and the look's SELECT list. The look sees the database as it was when the
+        statement began."""
         connection = connections[jobs_settings.DATABASE]
         quote = connection.ops.quote_name
         live = ", ".join(["%s"] * len(LIVE_STATES))
-        look_sql, look_params = Look(owner).sql()
+        look_sql, look_params = look.sql(owner)
         sql = (
             f"SET LOCAL lock_timeout = '{int(LOCK_WAIT_SECONDS)}s'; "
             f"WITH beat AS (UPDATE {quote(Worker._meta.db_table)} "
@@ -217,34 +240,8 @@ class Monitor(threading.Thread):
             if raw.description is None and hasattr(raw, "nextset"):
                 raw.nextset()  # psycopg 3 stands on the first result (the SET's)
             row = cursor.fetchone()
-        self._looked(dict(zip(Look.FIELDS, row[1:], strict=True)))
+        look.record(row[1:])
         return row[0] == 1
-
-    def _looked(self, found: dict[str, bool]) -> None:
-        self.last_look = (time.monotonic(), found)
-        if Look.needs_sweep(found, True) and self._on_sweep_wanted is not None:
-            self._on_sweep_wanted()
-
-    def _fresh_look(self) -> dict[str, bool] | None:
-        """What the last look found, if it is recent: taken within two look intervals."""
-        look = self.last_look
-        every = min(jobs_settings.HEARTBEAT_INTERVAL, jobs_settings.RESCUE_INTERVAL)
-        if look is None or time.monotonic() - look[0] > 2 * every:
-            return None
-        return look[1]
-
-    def sweep_needed(self, write_off_others: bool) -> bool:
-        """Whether the worker's sweep may find work: ``True`` unless a recent look found
-        none (no look, or an old one, as on other databases or while the database is
-        unreachable: the sweep runs)."""
-        found = self._fresh_look()
-        return found is None or Look.needs_sweep(found, write_off_others)
-
-    def sweep_wanted(self, write_off_others: bool) -> bool:
-        """Whether a recent look found work for the sweep (the main loop must not sleep
-        past the sweep's next turn)."""
-        found = self._fresh_look()
-        return found is not None and Look.needs_sweep(found, write_off_others)
 
     # -- what the job threads hand over -------------------------------------------------------
 

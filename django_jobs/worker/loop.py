@@ -30,6 +30,7 @@ from ..runner import execute
 from ..version import __version__
 from .claim import WrittenOff, claim
 from .connections import recycle
+from .look import Look
 from .notify import Listener, can_listen
 from .rescue import rescue
 from .scheduler import Scheduler
@@ -96,8 +97,11 @@ class Worker:
         self.force = threading.Event()  # second signal: leave now
         self.row_id: uuid.UUID | None = None  # this process's Worker row
         self._identity_guard = threading.Lock()
+        # Whether the sweep has work, looked at by the monitor with its heartbeat; a look
+        # that finds some wakes the main loop.
+        self.look = Look(on_work=self.wake.set)
         self.monitor = Monitor(busy=lambda: self.busy, on_written_off=self._reregister,
-                               on_hung=self._on_hung, on_sweep_wanted=self.wake.set)
+                               on_hung=self._on_hung, look=self.look)
         self.hung: list[Execution] = []
         self.listener: Listener | None = None
         self._inbox: queue.Queue[Execution | None] = queue.Queue()
@@ -283,7 +287,7 @@ class Worker:
         sleep = poll
         if self.scheduler is not None:
             sleep = min(sleep, self.scheduler.seconds_until_due())
-        if self.monitor.sweep_wanted(self._write_off_others):
+        if self.look.sweep_wanted(self._write_off_others):
             # A look found work for the sweep that is not due yet: wake up when it is.
             until = jobs_settings.RESCUE_INTERVAL - (time.monotonic() - self._last_rescue)
             sleep = min(sleep, max(until, 0.0))
@@ -340,7 +344,7 @@ class Worker:
         # (PostgreSQL): when its last look, fresh enough, found none, the sweep's statements
         # would all find nothing, and are skipped; the next look that finds work wakes this
         # loop. The once-a-minute parts of rescue() keep their own clock.
-        sweep = self.monitor.sweep_needed(write_off_others)
+        sweep = self.look.sweep_needed(write_off_others)
         if sweep:
             self._last_rescue = time.monotonic()
         self.stats.rescued += len(

@@ -44,7 +44,7 @@ def rescue(now=None, *, me: uuid.UUID | None = None, write_off_others: bool = Tr
     its heartbeat finds out. ``write_off_others=False`` skips write-offs: a process that has
     not itself reached the database for ``WORKER_LOST_AFTER`` (it started, or the database was
     down) cannot tell a dead peer from one that was cut off like itself. ``sweep=False``
-    (a look just found none of the sweep's work, see ``look()``) does only the parts that
+    (a fresh look found none of the sweep's work, see ``look.py``) does only the parts that
     run once a minute, when they are due.
     """
     global _last_unknown_check
@@ -76,45 +76,6 @@ def overdue_peers(me: uuid.UUID | None, lost_after: float):
     """Live worker rows overdue by ``lost_after`` seconds, other than ``me``."""
     overdue = Worker.objects.overdue(lost_after)
     return overdue.exclude(pk=me) if me is not None else overdue
-
-
-class Look:
-    """What a sweep would find now, in one query: whether it is worth its statements.
-
-    One ``EXISTS`` per step of the sweep (overdue peers, runs of processes that are gone, runs
-    without a process whose lease ran out, lock keys of processes that are no longer live),
-    each the sweep's own query cut to one row. ``sql()`` is a SELECT list, for the heartbeat
-    to send in its own statement (see ``Monitor.beat``).
-    """
-
-    FIELDS = ("overdue", "orphaned", "stale", "stale_locks")
-
-    def __init__(self, me: uuid.UUID | None) -> None:
-        self.me = me
-
-    def querysets(self):
-        lost_after = jobs_settings.WORKER_LOST_AFTER
-        return (
-            overdue_peers(self.me, lost_after).values("pk"),
-            Job.objects.orphaned().values("pk"),
-            Job.objects.stale().values("pk"),
-            JobTypeLock.objects.stale().filter(owner__isnull=False).values("pk"),
-        )
-
-    def sql(self) -> tuple[str, list]:
-        db = jobs_settings.DATABASE
-        parts, params = [], []
-        for field, queryset in zip(self.FIELDS, self.querysets(), strict=True):
-            sql, more = queryset.order_by()[:1].query.get_compiler(using=db).as_sql()
-            parts.append(f"EXISTS({sql}) AS {field}")
-            params.extend(more)
-        return ", ".join(parts), params
-
-    @classmethod
-    def needs_sweep(cls, found: dict[str, bool], write_off_others: bool) -> bool:
-        """Whether a look's answer leaves work for a sweep that may (or may not) write off."""
-        return bool(found["orphaned"] or found["stale"] or found["stale_locks"]
-                    or (found["overdue"] and write_off_others))
 
 
 def write_off(worker_pk: uuid.UUID, lost_after: float) -> list[Job]:

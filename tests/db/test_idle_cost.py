@@ -1,5 +1,6 @@
 """What an idle worker costs the database, on PostgreSQL: its statements per heartbeat, and that
-its sweep still runs every ``RESCUE_INTERVAL`` while it sends none of its own."""
+its sweep still runs every ``RESCUE_INTERVAL`` while it sends none of its own, also when that
+interval is shorter than the heartbeat's, and in full once a heartbeat fails."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection  # noqa: F401  (the skipif condition reads it)
+from django.db import OperationalError, connection  # noqa: F401  (skipif reads connection)
 from django.db.backends.signals import connection_created
 
 from django_jobs import clock, registry
 from django_jobs.models import Job, Worker
+from django_jobs.monitor import Monitor
+from django_jobs.worker.look import Look
 
 from .worker_helpers import worker_thread
 
@@ -103,3 +106,63 @@ def test_an_idle_worker_sends_one_statement_per_heartbeat_and_still_sweeps_in_ti
         assert Worker.objects.get(pk=peer.pk).state == "lost", "the peer was never written off"
         assert took <= 2.0, took
         assert Job.objects.get(pk=job.pk).status == "failed"
+
+
+def _overdue_peer_with_a_run(silent_for: float) -> tuple[Worker, Job]:
+    """A peer row that last beat ``silent_for`` seconds ago, holding a running job."""
+    job = registry.get("jobsapp.noop").enqueue(delay=3600)
+    silent_at = clock.now() - timedelta(seconds=silent_for)
+    peer = Worker.objects.create(host="gone", pid=1, started_at=silent_at, heartbeat_at=silent_at)
+    Job.objects.filter(pk=job.pk).update(status="running", owner=peer.pk, claim_id=uuid.uuid4(),
+                                         worker="gone:1", started_at=silent_at)
+    return peer, job
+
+
+def _written_off_within(peer: Worker, seconds: float) -> float:
+    started = time.monotonic()
+    deadline = started + seconds + 10
+    while Worker.objects.get(pk=peer.pk).state != "lost" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    took = time.monotonic() - started
+    assert Worker.objects.get(pk=peer.pk).state == "lost", "the peer was never written off"
+    return took
+
+
+def test_a_rescue_interval_shorter_than_the_heartbeats_is_kept_by_looks_of_their_own(settings):
+    # Heartbeats every 2 s, sweeps every 0.5 s: the monitor looks on its own between two
+    # heartbeats, and a look that finds work wakes the idle loop (asleep for 10 s).
+    settings.DJANGO_JOBS = {**IDLE, "HEARTBEAT_INTERVAL": 2.0, "WORKER_LOST_AFTER": 6.0}
+    with worker_thread() as worker:
+        deadline = time.monotonic() + 10
+        while not _listening(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _listening(worker), "the worker never listened"
+        time.sleep(6.5)  # WORKER_LOST_AFTER: from now on the worker may write off its peers
+        peer, job = _overdue_peer_with_a_run(silent_for=5.9)
+        took = _written_off_within(peer, 0.1 + 0.5 + 0.5 + 0.5)
+        # Overdue in 0.1 s; the next look within RESCUE_INTERVAL and the monitor's tick.
+        assert took <= 0.1 + 0.5 + 0.5 + 0.5, took
+        assert Job.objects.get(pk=job.pk).status == "failed"
+
+
+def test_a_failed_heartbeat_leaves_no_look_to_skip_the_sweep_on(settings, monkeypatch):
+    # A look that found nothing, then a heartbeat that fails: what the look saw no longer
+    # stands (the database may have changed while the monitor could not look), so the next
+    # sweep runs in full instead of trusting it for two more intervals.
+    settings.DJANGO_JOBS = {**IDLE, "HEARTBEAT_INTERVAL": 5.0, "RESCUE_INTERVAL": 5.0}
+    me = Worker.objects.create(host="here", pid=2, started_at=clock.now(),
+                               heartbeat_at=clock.now())
+    look = Look()
+    monitor = Monitor(me.pk, look=look)
+    monitor.beat()
+    assert monitor.beats == 1
+    assert not look.sweep_needed(write_off_others=True), "an idle database needs no sweep"
+
+    def fails(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(Monitor, "_beat_and_look", fails)
+    with pytest.raises(OperationalError):
+        monitor.beat()
+    assert look.sweep_needed(write_off_others=True)
+    assert not look.sweep_wanted(write_off_others=True)  # nothing found: no early wake-up
