@@ -100,6 +100,39 @@ def test_sigkill_of_a_worker_running_a_six_hour_job_is_recovered_within_lost_aft
     assert stop_all(b) == [0], b.output()
 
 
+def test_a_peer_sigkilled_just_after_an_idle_workers_heartbeat_is_recovered_as_fast(
+    worker, marker_dir
+):
+    # The worker that must recover it polls at its default (10 s while LISTEN works, on
+    # PostgreSQL), and skips its sweep while the look sent with its heartbeat finds nothing:
+    # only the next look, which finds the peer overdue, can wake it in time.
+    a = worker()
+    job = registry.get("jobsapp.six_hours").enqueue(token="six-hours")
+    wait_or_explain((marker_dir / f"{job.pk}.1").exists, 15, a, what="the job never started")
+    b = worker(env={"DJANGO_JOBS_TEST_DEFAULT_POLL": "1"})
+    b_row = wait_or_explain(lambda: WorkerRow.objects.filter(pid=b.pid).first(), 10, b,
+                            what="no worker row")
+    time.sleep(1.0)  # b listens, and sleeps its long poll
+    beat = WorkerRow.objects.get(pk=b_row.pk).heartbeat_at
+    wait_or_explain(lambda: WorkerRow.objects.get(pk=b_row.pk).heartbeat_at != beat, 5, b,
+                    what="b stopped beating")
+    killed = time.monotonic()  # just after b's look found nothing
+    a.proc.kill()
+    a.wait(timeout=10)
+
+    wait_or_explain(lambda: _row(job).status == "failed", LOST_AFTER + RESCUE_INTERVAL + 15,
+                    a, b, what="not recovered")
+    took = time.monotonic() - killed
+    print(f"\nSIGKILL just after the idle peer's heartbeat -> recovered in {took:.2f} s")
+    assert took <= LOST_AFTER + RESCUE_INTERVAL + HEARTBEAT + 1.0, (took, b.output())
+    assert _row(job).error.startswith("worker lost"), _row(job).error
+    wait_or_explain(
+        lambda: Job.objects.filter(rescheduled_from=job.pk, status="succeeded").exists(), 15, b,
+        what="the retry did not run",
+    )
+    assert stop_all(b) == [0], b.output()
+
+
 @needs_row_locks
 def test_a_job_holding_a_transaction_for_20_s_while_reporting_progress_delays_no_heartbeat(
     worker, marker_dir

@@ -11,16 +11,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import quote
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 
-from django_jobs import registry
-from django_jobs.models import Job
+from django_jobs import clock, registry
+from django_jobs.models import Job, Worker
 from tests.conftest import ROOT
 from tests.jobsapp.models import Execution
 
@@ -202,4 +204,55 @@ def test_a_job_holding_its_row_locked_does_not_hold_up_the_monitor(worker, poole
     held = Job.objects.get(pk=holder.pk)
     assert held.status == "succeeded", (held.error, w.output())
     assert (held.progress, held.progress_message) == (1.0, "step 14 of 14")
+    assert stop_all(w) == [0], w.output()
+
+
+def _heartbeats_on_the_pool() -> int:
+    """Server connections of the pool whose last statement was the one-statement heartbeat."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'SET LOCAL lock_timeout%%WITH beat AS (UPDATE%%' "
+            "AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_the_one_statement_heartbeat_through_pgbouncer_looks_bounds_its_wait_leaves_nothing(
+    worker, pooled
+):
+    # Polling every 30 s: only the look sent with a heartbeat can wake the worker for a sweep.
+    w = worker("--poll-interval", "30", env=pooled)
+    row = wait_or_explain(lambda: Worker.objects.filter(pid=w.pid).first(), 10, w,
+                          what="no worker row")
+    wait_or_explain(lambda: _heartbeats_on_the_pool() > 0, 10, w,
+                    what="no one-statement heartbeat reached PostgreSQL through PgBouncer")
+    time.sleep(3.5)  # WORKER_LOST_AFTER: from now on the worker may write off its peers
+
+    # The look rides on the heartbeat through the pooler: a peer that stopped beating, with a
+    # run, is written off within a heartbeat interval or two of becoming overdue.
+    job = registry.get("jobsapp.noop").enqueue(delay=3600)
+    silent_at = clock.now() - timedelta(seconds=2.9)
+    peer = Worker.objects.create(host="gone", pid=1, started_at=silent_at, heartbeat_at=silent_at)
+    Job.objects.filter(pk=job.pk).update(status="running", owner=peer.pk, claim_id=uuid.uuid4(),
+                                         worker="gone:1", started_at=silent_at)
+    overdue_at = time.monotonic() + 0.1
+    wait_or_explain(lambda: Worker.objects.get(pk=peer.pk).state == "lost", 10, w,
+                    what="the peer was never written off")
+    took = time.monotonic() - overdue_at
+    print(f"\noverdue peer written off {took:.2f} s after it became overdue, behind PgBouncer")
+    assert took <= 2.0, (took, w.output())
+    assert Job.objects.get(pk=job.pk).status == "failed"
+
+    # SET LOCAL bounds the heartbeat's own transaction: with its row locked for 3 s, the
+    # heartbeat gives up after LOCK_WAIT_SECONDS (unbounded, it would wait and succeed).
+    with transaction.atomic():
+        assert list(Worker.objects.select_for_update().filter(pk=row.pk).values_list("pk"))
+        time.sleep(3.0)
+    assert "lock timeout" in w.output(), w.output()
+
+    # ... and nothing of it is left on any server connection, for the next client to get.
+    time.sleep(1.0)  # heartbeats again, on whichever server connection is free
+    assert _heartbeats_on_the_pool() > 0
+    assert _lock_timeouts_left_on_the_pool() == {"0"}
     assert stop_all(w) == [0], w.output()
