@@ -226,6 +226,26 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_settled(proc, quiet: float = 2.0, busy: float = 0.02, start_cpu: float = 0.3,
+                       timeout: float = 120) -> float:
+    """Seconds until a freshly spawned process, having used ``start_cpu`` seconds of CPU (its
+    imports: a process starved by others has not started yet), then used less than ``busy``
+    of a CPU over ``quiet`` seconds in a row: its start-up (registration, first sweep, LISTEN)
+    is over. An idle worker uses well under 1 % of a CPU."""
+    started = last = time.monotonic()
+    cpu = cpu_seconds(proc.pid)
+    while time.monotonic() - started < timeout:
+        time.sleep(0.25)
+        if proc.poll() is not None:
+            raise SystemExit(f"worker exited: {stderr_of(proc)}")
+        now, used = time.monotonic(), cpu_seconds(proc.pid)
+        if used < start_cpu or used - cpu > busy * (now - last):
+            last, cpu = now, used
+        elif now - last >= quiet:
+            return last - started
+    raise SystemExit(f"the worker did not settle within {timeout:.0f} s")
+
+
 def pg_xacts(name: str) -> int:
     """Committed + rolled back transactions of a PostgreSQL database (read from another one)."""
     import psycopg
@@ -436,6 +456,12 @@ class Harness:
         proc = spawn_worker(self.argv0, self.db, self.worker_args(threads=a.threads, burst=False),
                             env={"BENCH_COUNT_FILE": count})
         try:
+            # The warm-up counts from the end of the worker's start-up, not from its spawn:
+            # PostgreSQL reports an idle backend's transactions to pg_stat_database up to 10 s
+            # after they commit, and a start-up slowed by other processes (the suite starts
+            # every idle harness at once) ended late enough for its transactions to be counted
+            # in the window (0.69 and 0.86 transactions/s for a worker that sent 0.33).
+            settled_after = wait_until_settled(proc)
             time.sleep(a.warmup)
             if proc.poll() is not None:
                 raise SystemExit(f"worker exited: {stderr_of(proc)}")
@@ -454,7 +480,8 @@ class Harness:
             stop(proc)
             Path(count).unlink(missing_ok=True)
         span = t1 - t0
-        return {"seconds": span, "cpu_percent": 100 * (c1 - c0) / span,
+        return {"seconds": span, "settled_after": settled_after,
+                "cpu_percent": 100 * (c1 - c0) / span,
                 "statements_per_s": (s1 - s0) / span,
                 "xacts_per_s": (x1 - x0) / span if x0 is not None else None}
 
@@ -488,10 +515,11 @@ class Harness:
         lt.add_argument("--settle", type=float, default=1.0)
         i = sub.add_parser("idle")
         i.add_argument("--seconds", type=float, default=30)
-        # Longer than PostgreSQL's 10 s: an idle backend reports its transactions to
-        # pg_stat_database up to 10 s late, so a shorter warm-up counts the set-up's and the
-        # worker's start-up in the idle window (3 s made 0.43 transactions/s read as 1.25).
-        i.add_argument("--warmup", type=float, default=15)
+        # After the worker settled (see cmd_idle), and longer than PostgreSQL's 10 s: an idle
+        # backend reports its transactions to pg_stat_database up to 10 s late, so a shorter
+        # warm-up counts the set-up's and the worker's start-up in the idle window (3 s from
+        # the spawn made 0.43 transactions/s read as 1.25).
+        i.add_argument("--warmup", type=float, default=12)
         i.add_argument("--threads", type=int, default=1)
         self.add_arguments(sub)
         a = p.parse_args()
