@@ -50,6 +50,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", choices=sorted(URLS), default="postgres")
     p.add_argument("--jobs", type=int, default=3000)
+    p.add_argument("--linger", type=float, default=None,
+                   help="seconds the writer of outcomes waits for more endings "
+                   "(default: django_jobs.outcomes.LINGER)")
     a = p.parse_args()
     os.environ["DATABASE_URL"] = URLS[a.db]
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
@@ -77,7 +80,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
 
-    from django_jobs import registry
+    from django_jobs import outcomes, registry
     from django_jobs.models import Job, Worker
     from django_jobs.worker.loop import Worker as Loop
 
@@ -110,6 +113,8 @@ def main() -> None:
     Job.objects.all().delete()
     Worker.objects.all().delete()
     registry.get("jobsapp.noop").enqueue_many([{"n": n} for n in range(a.jobs)])
+    if a.linger is not None:
+        outcomes.LINGER = a.linger
     stats.clear()
     loop = Loop(burst=True, install_signals=False, scheduler=False, concurrency=1)
     started = time.perf_counter()
@@ -128,6 +133,9 @@ def main() -> None:
           f"({statements / a.jobs:.2f} statements)")
     print(f"  the rest (Python, threads):  {(wall - total_db) * per_job:.2f} ms "
           f"(CPU time of this process: {cpu * per_job:.2f} ms)")
+    writer = loop.outcomes
+    print(f"  outcomes written together:   {writer.written:,} in {writer.batches:,} "
+          f"transactions ({writer.written / max(writer.batches, 1):.1f} per transaction)")
     print("  by statement, per job:")
     for kind, (count, seconds) in sorted(stats.items(), key=lambda item: -item[1][1]):
         print(f"    {kind:32s} {count / a.jobs:5.2f} x  {seconds * per_job:6.3f} ms")

@@ -37,6 +37,7 @@ from .retry import retry_delay, should_retry
 
 if TYPE_CHECKING:
     from .jobtypes import JobType  # noqa: F401  (annotations)
+    from .outcomes import OutcomeWriter  # noqa: F401  (annotations)
 
 logger = logging.getLogger("django_jobs")
 
@@ -117,6 +118,9 @@ class Execution:
         # transaction), never by the outcome's write.
         self.frees_lock_apart = False
         self.thread_id: int | None = None
+        # The worker's writer of outcomes (``django_jobs.outcomes``): an ending that needs no
+        # other write is handed to it, and this run's thread goes on at once.
+        self.outcomes: OutcomeWriter | None = None
         self._pending_progress: dict[str, Any] | None = None
         self._lost_reported = False
         # Short sections over this object's state; never held across a database call, so the
@@ -246,13 +250,20 @@ class Execution:
         ``wait=False`` (the monitor) makes one try and never waits, for a row lock no longer
         than ``LOCK_WAIT_SECONDS``: ``None`` means "not now" (another ending is being written,
         the row is locked, or the database is unreachable).
+
+        With a writer of outcomes (``self.outcomes``), an ending that needs no other write is
+        handed to it instead: ``True`` then means "handed over"; the writer writes it with
+        others, and announces it (``job_finished``, ``on_error``) once it has landed.
         """
         if not self._ending.acquire(blocking=wait):
             return None
         try:
             if self.finished.is_set():
                 return False
-            written = self._write_outcome(
+            if wait and self._hand_over(outcome, extra, keep_lock):
+                self.finished.set()
+                return True
+            written = self.write_outcome(
                 outcome, extra, keep_lock or self.frees_lock_apart, patient=wait
             )
             if written is None:
@@ -268,9 +279,23 @@ class Execution:
         if not won:
             self.lost = True
             return False
+        self.announce(outcome)
+        return True
+
+    def _hand_over(self, outcome: Outcome, extra: dict[str, Any] | None, keep_lock: bool) -> bool:
+        if self.outcomes is None or keep_lock or self.frees_lock_apart or self.owner is None:
+            return False
+        if not ends_alone(self.job, outcome):
+            return False
+        now = clock.now()
+        return self.outcomes.offer(self, outcome, extra, outcome_fields(outcome, extra, now), now)
+
+    def announce(self, outcome: Outcome) -> None:
+        """The outcome has landed: tell the receivers of ``job_finished`` and the job's
+        ``on_error`` hook."""
         self.job.status = outcome.status
         if outcome.snooze is not None:
-            return True  # not an ending: no job_finished, no hook
+            return  # not an ending: no job_finished, no hook
         send_robust(
             signals.job_finished, job=self.job, status=outcome.status, result=outcome.result,
             error=outcome.error,
@@ -278,11 +303,14 @@ class Execution:
         hook = self.job_type and self.job_type.on_error
         if outcome.status == JobStatus.FAILED and hook:
             call_hook(hook, self.job, outcome.exc, "on_error")
-        return True
 
-    def _write_outcome(
+    def write_outcome(
         self, outcome: Outcome, extra: dict[str, Any] | None, keep_lock: bool, *, patient: bool
     ) -> tuple[bool, Outcome] | None:
+        """Write the ending now, on this thread's connection: (whether it landed, the outcome
+        written, which is a failure saying why when the database refused the first), or
+        ``None`` when not ``patient`` and it could not be written now."""
+
         def write(what: Outcome, fields: dict[str, Any] | None) -> bool:
             return bool(record_outcome(self.job, self.claim_id, what, extra=fields,
                                        keep_lock=keep_lock))
@@ -494,8 +522,32 @@ def record_outcome(
     """
     if outcome.snooze is not None:
         return release_row(job, claim_id, snooze=outcome.snooze)
-    db = jobs_settings.DATABASE
     now = clock.now()
+    fields = outcome_fields(outcome, extra, now)
+    fence = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, claim_id=claim_id)
+    if guard:
+        fence = fence.filter(**guard)
+    if ends_alone(job, outcome, keep_lock=keep_lock):
+        # Nothing else to write: one statement, no transaction (the common, fast path).
+        return fence.update(**fields) == 1
+    with transaction.atomic(using=jobs_settings.DATABASE):
+        if fence.update(**fields) != 1:
+            return False
+        if not keep_lock:
+            free_keys(job, claim_id)
+        retried = None
+        if outcome.status == JobStatus.FAILED and outcome.retry:
+            retried = schedule_retry(job, now)
+        if job.workflow_id is not None and retried is None:
+            # The run's end and what it releases (or cancels) in its workflow: one commit.
+            workflows.settle([job.pk], status=outcome.status)
+    return True
+
+
+def outcome_fields(
+    outcome: Outcome, extra: dict[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    """The columns a run's ending writes (``extra``: the progress it had not written yet)."""
     limit = jobs_settings.MAX_TEXT_LENGTH
     fields: dict[str, Any] = {
         "status": outcome.status,
@@ -512,30 +564,23 @@ def record_outcome(
             fields[key] = value
     if isinstance(fields.get("progress_message"), str):
         fields["progress_message"] = payload.storable_text(fields["progress_message"], limit)
-    fence = Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, claim_id=claim_id)
-    if guard:
-        fence = fence.filter(**guard)
+    return fields
+
+
+def ends_alone(job: Job, outcome: Outcome, *, keep_lock: bool = False) -> bool:
+    """Whether the outcome is the only write a run's end makes: no retry to schedule, no
+    workflow to settle, no lock key or slot to free (or one kept on purpose)."""
     may_retry = (
         outcome.status == JobStatus.FAILED
         and outcome.retry
         and should_retry(job.attempt, job.max_attempts)
     )
-    in_workflow = job.workflow_id is not None
-    if not may_retry and not in_workflow and (keep_lock or not holds_keys(job)):
-        # Nothing else to write: one statement, no transaction (the common, fast path).
-        return fence.update(**fields) == 1
-    with transaction.atomic(using=db):
-        if fence.update(**fields) != 1:
-            return False
-        if not keep_lock:
-            free_keys(job, claim_id)
-        retried = None
-        if outcome.status == JobStatus.FAILED and outcome.retry:
-            retried = schedule_retry(job, now)
-        if in_workflow and retried is None:
-            # The run's end and what it releases (or cancels) in its workflow: one commit.
-            workflows.settle([job.pk], status=outcome.status)
-    return True
+    return (
+        outcome.snooze is None
+        and not may_retry
+        and job.workflow_id is None
+        and (keep_lock or not holds_keys(job))
+    )
 
 
 def not_before_start(now: datetime):
@@ -639,7 +684,8 @@ def with_db_retry(write, attempts: int = 6):
 
 
 __all__ = [
-    "Execution", "Outcome", "call_hook", "lease_margin", "record_outcome", "release_row",
+    "Execution", "Outcome", "call_hook", "close_broken_connection", "ends_alone", "lease_margin",
+    "outcome_fields", "record_outcome", "release_row",
     "connection_states", "restore_connections", "schedule_retry", "send_robust", "with_db_retry",
     "worker_id",
 ]

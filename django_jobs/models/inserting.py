@@ -77,8 +77,10 @@ class _InsertPlan:
         meta...): a value that is the very object of the row before is not adapted again.
         """
         left_out, attnames = self.left_out, self.attnames
-        adapted = [(index, adapt) for index, adapt in enumerate(self.adapters) if adapt]
         data_at = attnames.index("data")
+        # The payload is already JSON when the caller checked it as such: not encoded again.
+        adapted = [(index, adapt) for index, adapt in enumerate(self.adapters)
+                   if adapt and not (index == data_at and data_json is not None)]
         last_raw: list[Any] = [_UNSET] * len(attnames)
         last_param: list[Any] = [None] * len(attnames)
         rows = []

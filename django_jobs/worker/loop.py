@@ -25,6 +25,7 @@ from ..jobtypes import registry
 from ..models import Job, WorkerState
 from ..models import Worker as WorkerRow
 from ..monitor import Monitor
+from ..outcomes import CLOSE_PATIENCE, OutcomeWriter
 from ..pruning import prune
 from ..runner import execute
 from ..version import __version__
@@ -103,6 +104,7 @@ class Worker:
         self.monitor = Monitor(busy=lambda: self.busy, on_written_off=self._reregister,
                                on_hung=self._on_hung, look=self.look)
         self.hung: list[Execution] = []
+        self.outcomes = OutcomeWriter()
         self.listener: Listener | None = None
         self._inbox: queue.Queue[Execution | None] = queue.Queue()
         self._running: dict[object, Execution] = {}
@@ -233,6 +235,7 @@ class Worker:
         for row in rows:
             job_type = registry.get(row.name) if row.name in registry else None
             execution = Execution(row, job_type, worker=self.id, owner=self.row_id)
+            execution.outcomes = self.outcomes
             with self._running_guard:
                 self._running[row.pk] = execution
             self.monitor.add(execution)
@@ -369,6 +372,7 @@ class Worker:
 
     def _start_threads(self) -> None:
         self.monitor.start()
+        self.outcomes.start()
         if can_listen():
             self.listener = Listener(self.wake)
             self.listener.start()
@@ -510,6 +514,8 @@ class Worker:
             except DatabaseError:
                 logger.warning("[%s] %s could not be released; peers will recover it",
                                execution.job.name, execution.job.pk, exc_info=True)
+        # The endings handed to the writer land while this process still beats.
+        self.outcomes.close(patience=1.0 if self.force.is_set() else CLOSE_PATIENCE)
         self.monitor.stop()
         if self.listener is not None:
             self.listener.stop()

@@ -26,20 +26,6 @@ from .worker_helpers import run_burst, status_of, worker_thread
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def replace_func():
-    """Swap the function of a registered job type (a frozen dataclass) for the test."""
-    swapped = []
-
-    def swap(job_type, func):
-        swapped.append((job_type, job_type.func))
-        object.__setattr__(job_type, "func", func)
-
-    yield swap
-    for job_type, func in reversed(swapped):
-        object.__setattr__(job_type, "func", func)
-
-
 def _never_running(job) -> Job:
     row = Job.objects.get(pk=job.pk)
     assert row.status != "running", "the final write never landed"
