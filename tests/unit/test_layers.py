@@ -17,7 +17,7 @@ LAYERS = {
         "humanize", "ids", "eager", "version"],
     2: ["models"],
     3: ["jobtypes", "locks", "enqueuing", "pruning"],
-    4: ["context", "execution", "monitor", "runner"],
+    4: ["context", "execution", "monitor", "outcomes", "runner"],
     5: ["worker"],
     6: ["control"],
     7: ["admin", "management", "backends", "testing", "metrics"],
