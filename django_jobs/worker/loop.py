@@ -33,6 +33,8 @@ from .connections import recycle
 from .notify import Listener, can_listen
 from .rescue import rescue
 from .scheduler import Scheduler
+from .waker import Waker
+from .watch import Watcher, can_watch
 
 logger = logging.getLogger("django_jobs")
 
@@ -48,9 +50,10 @@ PAUSE_CHECK_INTERVAL = 2.0
 #: than it has threads, so claims are batched and the next job is already in memory. Long
 #: jobs turn it off: a worker must not sit on work that idle peers could take.
 PREFETCH = 16
-#: Idle poll on PostgreSQL while LISTEN hears notifications (unless a poll interval is configured):
-#: NOTIFY wakes the worker for new jobs, delayed jobs are slept towards, so polling is rare.
-LISTEN_POLL_INTERVAL = 10.0
+#: Idle poll while the worker is woken on change (unless a poll interval is configured): on
+#: PostgreSQL while LISTEN hears notifications, on a SQLite file while its data_version is
+#: watched. New jobs wake the worker, delayed jobs are slept towards, so polling is rare.
+WOKEN_POLL_INTERVAL = 10.0
 SHORT_JOB = 0.05
 
 
@@ -98,7 +101,8 @@ class Worker:
         self.monitor = Monitor(busy=lambda: self.busy, on_written_off=self._reregister,
                                on_hung=self._on_hung)
         self.hung: list[Execution] = []
-        self.listener: Listener | None = None
+        #: The thread that wakes this worker when jobs may have come in (None: it polls).
+        self.waker: Waker | None = None
         self._inbox: queue.Queue[Execution | None] = queue.Queue()
         self._running: dict[object, Execution] = {}
         self._running_guard = threading.Lock()
@@ -133,8 +137,8 @@ class Worker:
         self._database_up_since = time.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
-            # Asked each round: the listener connects (or finds itself deaf behind a pooler)
-            # after the loop has started.
+            # Asked each round: the listener or watcher connects (or finds itself deaf behind a
+            # pooler, or fails) after the loop has started.
             poll = self._poll_interval()
             try:
                 self._rescue_if_due()
@@ -146,7 +150,8 @@ class Worker:
                     continue  # every free slot was filled: more jobs may be due
                 if self._done():
                     break
-                # Nothing more to claim now: sleep until a job ends, a NOTIFY or the next poll.
+                # Nothing more to claim now: sleep until a job ends, a NOTIFY or a change seen
+                # by the watcher, or the next poll.
                 # While jobs are held (just handed out, or all slots full), skip the next-run
                 # lookup: a job ending wakes the loop anyway, and the query would hold the GIL
                 # just as those jobs run.
@@ -272,14 +277,15 @@ class Worker:
         prune(max_batches=5)
 
     def _poll_interval(self) -> float:
-        """Seconds between idle polls. While LISTEN hears notifications, polling is only a
-        safety net: longer. Not yet listening, or deaf behind a pooler: the poll finds jobs."""
+        """Seconds between idle polls. While LISTEN hears notifications, or the watcher sees
+        the SQLite file's changes, polling is only a safety net: longer. Not yet woken on
+        change, deaf behind a pooler, or the watcher failed: the poll finds jobs."""
         if self.options.poll_interval is not None:
             return self.options.poll_interval
         user = jobs_settings.user_settings
-        listening = self.listener is not None and self.listener.connected.is_set()
-        if listening and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
-            return LISTEN_POLL_INTERVAL
+        woken = self.waker is not None and self.waker.connected.is_set()
+        if woken and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
+            return WOKEN_POLL_INTERVAL
         return jobs_settings.POLL_INTERVAL
 
     def _sleep_time(self, poll: float) -> float:
@@ -340,8 +346,11 @@ class Worker:
     def _start_threads(self) -> None:
         self.monitor.start()
         if can_listen():
-            self.listener = Listener(self.wake)
-            self.listener.start()
+            self.waker = Listener(self.wake)
+        elif can_watch():
+            self.waker = Watcher(self.wake)
+        if self.waker is not None:
+            self.waker.start()
         for index in range(self.options.concurrency):
             thread = threading.Thread(
                 target=self._work, name=f"django-jobs-{index}", daemon=True
@@ -481,8 +490,8 @@ class Worker:
                 logger.warning("[%s] %s could not be released; peers will recover it",
                                execution.job.name, execution.job.pk, exc_info=True)
         self.monitor.stop()
-        if self.listener is not None:
-            self.listener.stop()
+        if self.waker is not None:
+            self.waker.stop()
         for _ in self._threads:
             self._inbox.put(None)
         if not leftover:
