@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     # worker's LISTEN connection alone (None: it listens on DATABASE). A transaction pooler
     # such as PgBouncer in transaction mode delivers no notifications.
     "LISTEN_DATABASE": None,
+    # Seconds between two looks of a worker's watcher thread at ``PRAGMA data_version`` of a
+    # SQLite jobs database; it wakes the worker when another connection commits (None: poll).
+    "CHANGE_CHECK_INTERVAL": 0.05,
     # Largest accepted payload, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1_000_000,
     # Longest stored error text (message and traceback) or progress message, in characters.
@@ -68,6 +71,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     "PRUNE_INTERVAL": (int, float),
     "NOTIFY": (bool,),
     "LISTEN_DATABASE": (str, type(None)),
+    "CHANGE_CHECK_INTERVAL": (int, float, type(None)),
     "MAX_PAYLOAD_BYTES": (int,),
     "MAX_TEXT_LENGTH": (int,),
     "EAGER": (bool,),
@@ -139,6 +143,11 @@ class Settings:
     @property
     def LISTEN_DATABASE(self) -> str | None:
         return self._get("LISTEN_DATABASE")
+
+    @property
+    def CHANGE_CHECK_INTERVAL(self) -> float | None:
+        value = self._get("CHANGE_CHECK_INTERVAL")
+        return None if value is None else float(value)
 
     @property
     def MAX_PAYLOAD_BYTES(self) -> int:

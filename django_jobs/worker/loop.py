@@ -35,6 +35,8 @@ from .look import Look
 from .notify import Listener, can_listen
 from .rescue import rescue
 from .scheduler import Scheduler
+from .waker import Waker
+from .watch import Watcher, can_watch
 
 logger = logging.getLogger("django_jobs")
 
@@ -51,9 +53,10 @@ PAUSE_CHECK_INTERVAL = 2.0
 #: than it has threads, so claims are batched and the next job is already in memory. Long
 #: jobs turn it off: a worker must not sit on work that idle peers could take.
 PREFETCH = 16
-#: Idle poll on PostgreSQL while LISTEN hears notifications (unless a poll interval is configured):
-#: NOTIFY wakes the worker for new jobs, delayed jobs are slept towards, so polling is rare.
-LISTEN_POLL_INTERVAL = 10.0
+#: Idle poll while the worker is woken on change (unless a poll interval is configured): on
+#: PostgreSQL while LISTEN hears notifications, on a SQLite file while its data_version is
+#: watched. New jobs wake the worker, delayed jobs are slept towards, so polling is rare.
+WOKEN_POLL_INTERVAL = 10.0
 SHORT_JOB = 0.05
 
 
@@ -105,7 +108,8 @@ class Worker:
                                on_hung=self._on_hung, look=self.look)
         self.hung: list[Execution] = []
         self.outcomes = OutcomeWriter()
-        self.listener: Listener | None = None
+        #: The thread that wakes this worker when jobs may have come in (None: it polls).
+        self.waker: Waker | None = None
         self._inbox: queue.Queue[Execution | None] = queue.Queue()
         self._running: dict[object, Execution] = {}
         self._running_guard = threading.Lock()
@@ -118,7 +122,7 @@ class Worker:
         self._database_up_since = time.monotonic()
         self._database_was_down = False
         self._names_read_at = 0.0
-        # The next scheduled run_at as last read, and the listener's count of notifications
+        # The next scheduled run_at as last read, and the waker's count of wake-ups
         # then: while no notification came, no row became scheduled (see _next_run_at).
         self._next_run: tuple[int, object] | None = None
         self.scheduler = Scheduler() if self.options.scheduler else None
@@ -142,8 +146,8 @@ class Worker:
         self._database_up_since = time.monotonic()
         while not self.stopping.is_set():
             self.wake.clear()
-            # Asked each round: the listener connects (or finds itself deaf behind a pooler)
-            # after the loop has started.
+            # Asked each round: the listener or watcher connects (or finds itself deaf behind a
+            # pooler, or fails) after the loop has started.
             poll = self._poll_interval()
             try:
                 self._rescue_if_due()
@@ -155,7 +159,8 @@ class Worker:
                     continue  # every free slot was filled: more jobs may be due
                 if self._done():
                     break
-                # Nothing more to claim now: sleep until a job ends, a NOTIFY or the next poll.
+                # Nothing more to claim now: sleep until a job ends, a NOTIFY or a change seen
+                # by the watcher, or the next poll.
                 # While jobs are held (just handed out, or all slots full), skip the next-run
                 # lookup: a job ending wakes the loop anyway, and the query would hold the GIL
                 # just as those jobs run.
@@ -274,14 +279,15 @@ class Worker:
         prune(max_batches=5)
 
     def _poll_interval(self) -> float:
-        """Seconds between idle polls. While LISTEN hears notifications, polling is only a
-        safety net: longer. Not yet listening, or deaf behind a pooler: the poll finds jobs."""
+        """Seconds between idle polls. While LISTEN hears notifications, or the watcher sees
+        the SQLite file's changes, polling is only a safety net: longer. Not yet woken on
+        change, deaf behind a pooler, or the watcher failed: the poll finds jobs."""
         if self.options.poll_interval is not None:
             return self.options.poll_interval
         user = jobs_settings.user_settings
-        listening = self.listener is not None and self.listener.connected.is_set()
-        if listening and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
-            return LISTEN_POLL_INTERVAL
+        woken = self.waker is not None and self.waker.connected.is_set()
+        if woken and not (isinstance(user, dict) and "POLL_INTERVAL" in user):
+            return WOKEN_POLL_INTERVAL
         return jobs_settings.POLL_INTERVAL
 
     def _sleep_time(self, poll: float) -> float:
@@ -306,13 +312,14 @@ class Worker:
         """The earliest ``run_at`` of the scheduled rows of this worker's queues.
 
         Read again only when it may have moved earlier: a row becomes scheduled only through
-        an INSERT or a change of status, and both NOTIFY (see notify.py). While the listener
-        has heard nothing since the last read, and that read's answer is still in the
-        future, it stands (rows claimed or cancelled meanwhile only make the real one later:
-        a wake-up at the old one is early, never late). Without a listener: read each time.
+        an INSERT or a change of status, and both NOTIFY on PostgreSQL (see notify.py) and
+        change the file's data_version on SQLite (see watch.py). While the waker has sent no
+        wake-up since the last read, and that read's answer is still in the future, it stands
+        (rows claimed or cancelled meanwhile only make the real one later: a wake-up at the
+        old one is early, never late). Without a connected waker: read each time.
         """
-        listener = self.listener
-        heard = listener.heard if listener is not None and listener.connected.is_set() else None
+        waker = self.waker
+        heard = waker.heard if waker is not None and waker.connected.is_set() else None
         cached = self._next_run
         if heard is not None and cached is not None and cached[0] == heard and (
             cached[1] is None or cached[1] > clock.now()
@@ -374,8 +381,11 @@ class Worker:
         self.monitor.start()
         self.outcomes.start()
         if can_listen():
-            self.listener = Listener(self.wake)
-            self.listener.start()
+            self.waker = Listener(self.wake)
+        elif can_watch():
+            self.waker = Watcher(self.wake)
+        if self.waker is not None:
+            self.waker.start()
         for index in range(self.options.concurrency):
             thread = threading.Thread(
                 target=self._work, name=f"django-jobs-{index}", daemon=True
@@ -517,8 +527,8 @@ class Worker:
         # The endings handed to the writer land while this process still beats.
         self.outcomes.close(patience=1.0 if self.force.is_set() else CLOSE_PATIENCE)
         self.monitor.stop()
-        if self.listener is not None:
-            self.listener.stop()
+        if self.waker is not None:
+            self.waker.stop()
         for _ in self._threads:
             self._inbox.put(None)
         if not leftover:

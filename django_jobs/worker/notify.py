@@ -24,6 +24,8 @@ from typing import Any
 from django.db import connections
 
 from ..conf import jobs_settings
+from .connections import close_quietly, raw_connection
+from .waker import Waker
 
 logger = logging.getLogger("django_jobs")
 
@@ -51,35 +53,19 @@ def can_listen() -> bool:
     return True
 
 
-def _new_connection(alias: str) -> Any:
-    """A raw autocommit connection with the parameters of ``alias``, outside Django's
-    per-thread handling (no signals, never shared with a query of this thread)."""
-    wrapper = connections[alias]
-    raw = wrapper.get_new_connection(wrapper.get_connection_params())
-    raw.autocommit = True
-    return raw
+class Listener(Waker):
+    """``connected``: listening, and notifications reach this process (never set behind a
+    pooler)."""
 
-
-class Listener(threading.Thread):
     def __init__(self, wake: threading.Event) -> None:
-        super().__init__(name="django-jobs-listen", daemon=True)
-        self.wake = wake
-        self.stopping = threading.Event()
-        #: Listening, and notifications reach this process (never set behind a pooler).
-        self.connected = threading.Event()
-        #: Notifications heard (and connections made: some may have been missed before),
-        #: so that the worker can tell whether any row became scheduled since it last looked.
-        self.heard = 0
-
-    def stop(self) -> None:
-        self.stopping.set()
+        super().__init__(wake, name="django-jobs-listen")
 
     def run(self) -> None:
         backoff = 0.2
         while not self.stopping.is_set():
             raw = None
             try:
-                raw = _new_connection(listen_alias())
+                raw = raw_connection(listen_alias())
                 if not self._hears(raw):
                     if not self.stopping.is_set():
                         self._give_up()
@@ -101,11 +87,7 @@ class Listener(threading.Thread):
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                if raw is not None:
-                    try:
-                        raw.close()
-                    except Exception:
-                        pass
+                close_quietly(raw)
 
     def _hears(self, raw: Any) -> bool:
         """Whether a notification sent through the jobs database reaches ``raw``.
@@ -118,7 +100,7 @@ class Listener(threading.Thread):
         """
         channel = f"{CHANNEL}_probe_{uuid.uuid4().hex}"
         raw.execute(f"LISTEN {channel}")
-        sender = _new_connection(jobs_settings.DATABASE)
+        sender = raw_connection(jobs_settings.DATABASE)
         try:
             sender.execute("SELECT pg_notify(%s, '')", [channel])
         finally:

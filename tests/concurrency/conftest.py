@@ -91,11 +91,12 @@ def logs(*workers: WorkerProcess) -> str:
 
 #: On SQLite (one writer at a time, no row locks to race for) the worker processes prove what
 #: is SQLite's own: exactly-once claims under its write lock, crashes that leave the file
-#: locked, shutdown and workflows. The other modules prove behaviour that does not depend on
-#: the engine, and on PostgreSQL and MariaDB (with their row locks) it is proven in full; the
-#: suite stays under 15 minutes. DJANGO_JOBS_TEST_ALL_PROCESSES=1 runs every module on SQLite.
+#: locked, shutdown, workflows and wake-ups by the watcher of the file's changes. The other
+#: modules prove behaviour that does not depend on the engine, and on PostgreSQL and MariaDB
+#: (with their row locks) it is proven in full; the suite stays under 15 minutes.
+#: DJANGO_JOBS_TEST_ALL_PROCESSES=1 runs every module on SQLite.
 SQLITE_MODULES = {"test_many_workers.py", "test_crashes.py", "test_shutdown.py",
-                  "test_workflows.py"}
+                  "test_workflows.py", "test_sqlite.py"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -101,6 +101,8 @@ def test_unknown_key_without_a_close_match_lists_the_known_keys():
         ("MAX_TEXT_LENGTH", "20000"),
         ("DATABASE", 0),
         ("GRACE", None),
+        ("CHANGE_CHECK_INTERVAL", "20ms"),
+        ("CHANGE_CHECK_INTERVAL", False),
     ],
 )
 def test_wrong_type_is_e003(key, value):
@@ -113,13 +115,29 @@ def test_wrong_type_is_e003(key, value):
 @pytest.mark.parametrize(
     ("key", "value"),
     [("HEARTBEAT_INTERVAL", 0), ("POLL_INTERVAL", -1.0), ("MAX_PAYLOAD_BYTES", 0),
-     ("GRACE", -1)],
+     ("GRACE", -1), ("CHANGE_CHECK_INTERVAL", 0)],
 )
 def test_out_of_range_value_is_e003(key, value):
     with override_settings(DJANGO_JOBS={key: value}):
         errors = check_settings()
     assert ids(errors) == ["django_jobs.E003"]
     assert "positive" in errors[0].msg
+
+
+@pytest.mark.parametrize("value", [0.02, 1, 0.001, None])
+def test_change_check_interval_of_a_millisecond_or_more_or_none_is_valid(value):
+    with override_settings(DJANGO_JOBS={"CHANGE_CHECK_INTERVAL": value}):
+        assert check_settings() == []
+
+
+def test_change_check_interval_under_a_millisecond_is_e003():
+    with override_settings(DJANGO_JOBS={"CHANGE_CHECK_INTERVAL": 0.0001}):
+        errors = check_settings()
+    assert ids(errors) == ["django_jobs.E003"]
+    assert errors[0].msg == (
+        "DJANGO_JOBS['CHANGE_CHECK_INTERVAL'] should be at least 0.001 (1 ms), not 0.0001."
+    )
+    assert "None turns watching off" in errors[0].hint
 
 
 @override_settings(DJANGO_JOBS={"DATABASE": "jobz"})
