@@ -62,7 +62,7 @@ class StatementLog:
 
 
 def _listening(worker) -> bool:
-    return worker.listener is not None and worker.listener.connected.is_set()
+    return worker.waker is not None and worker.waker.connected.is_set()
 
 
 def test_an_idle_worker_sends_one_statement_per_heartbeat_and_still_sweeps_in_time(settings):
