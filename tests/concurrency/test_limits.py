@@ -74,8 +74,10 @@ def test_a_rate_of_100_per_second_is_never_exceeded_in_any_window_by_1000_runs(w
     assert stop_all(*workers) == [0, 0, 0, 0]
     starts = sorted(t.timestamp() for t in Job.objects.values_list("started_at", flat=True))
     # The limit holds for claims (a token serves one claim per second by the database's
-    # clock); a run starts a few milliseconds after its claim: allow 50 ms of that.
-    window = 1.0 - 0.05
+    # clock); a run starts after its claim, later when it was prefetched behind others and
+    # the machine is busy: starts in any window 0.2 s shorter than a second come from claims
+    # within a second as long as no start lags its claim by more than 0.2 s.
+    window = 1.0 - 0.2
     most, j = 0, 0
     for i, start in enumerate(starts):
         while starts[j] <= start - window:

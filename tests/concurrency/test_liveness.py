@@ -13,7 +13,7 @@ from django.conf import settings
 from django_jobs import clock, registry
 from django_jobs.models import Job, JobTypeLock
 from django_jobs.models import Worker as WorkerRow
-from django_jobs.worker.loop import EXIT_HUNG
+from django_jobs.worker.loop import EXIT_HUNG, EXIT_RELEASED
 from tests.jobsapp.models import Execution, OccurrenceRun
 
 from .conftest import logs, stop_all, wait_or_explain, worker_name
@@ -208,7 +208,11 @@ def test_old_and_new_code_side_by_side_lose_no_occurrence_and_fail_no_new_job(wo
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         time.sleep(0.5)
-    assert stop_all(old, new) == [0, 0], logs(old, new)
+    # A worker stopped while occurrences keep coming may give back rows it had prefetched
+    # and not started (status 75); no run that had started is cut off.
+    statuses = stop_all(old, new)
+    assert set(statuses) <= {0, EXIT_RELEASED}, logs(old, new)
+    assert "released back to the queue" not in logs(old, new)
 
     assert {row.worker for row in Job.objects.filter(name="jobsapp.new_job")} == {
         worker_name(new)
