@@ -14,6 +14,10 @@ run fails as "worker lost" (and is retried if attempts remain), never lost, neve
 A process written off in between finds its late outcomes fenced off, as every late write.
 
 ``job_finished`` and ``on_error`` are sent from the writer's thread once an outcome has landed.
+
+Not on SQLite: one connection writes at a time there and a commit is no round trip, so a second
+writing thread only makes the run's thread and the claim wait for the file's lock (measured
+slower); each run writes its own ending (``writes_together()``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ BATCH_SIZE = 64
 LINGER = 0.005
 #: Seconds the writer goes on trying to reach the database once the process is leaving.
 CLOSE_PATIENCE = 10.0
+
+
+def writes_together() -> bool:
+    """Whether a worker hands its endings to a writer: not on SQLite (see above)."""
+    return connections[jobs_settings.DATABASE].vendor != "sqlite"
 
 
 @dataclass(frozen=True)
@@ -264,4 +273,4 @@ def _in_one_statement(connection: Any, batch: list[Ended]) -> list[bool]:
     return [ended.execution.job.pk in written for ended in batch]
 
 
-__all__ = ["OutcomeWriter", "write_together"]
+__all__ = ["OutcomeWriter", "write_together", "writes_together"]

@@ -25,7 +25,7 @@ from ..jobtypes import registry
 from ..models import Job, WorkerState
 from ..models import Worker as WorkerRow
 from ..monitor import Monitor
-from ..outcomes import CLOSE_PATIENCE, OutcomeWriter
+from ..outcomes import CLOSE_PATIENCE, OutcomeWriter, writes_together
 from ..pruning import prune
 from ..runner import execute
 from ..version import __version__
@@ -379,7 +379,8 @@ class Worker:
 
     def _start_threads(self) -> None:
         self.monitor.start()
-        self.outcomes.start()
+        if writes_together():
+            self.outcomes.start()  # not started: each run writes its own ending
         if can_listen():
             self.waker = Listener(self.wake)
         elif can_watch():
