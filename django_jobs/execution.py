@@ -287,8 +287,7 @@ class Execution:
             return False
         if not ends_alone(self.job, outcome):
             return False
-        now = clock.now()
-        return self.outcomes.offer(self, outcome, extra, outcome_fields(outcome, extra, now), now)
+        return self.outcomes.offer(self, outcome, extra, clock.now())
 
     def announce(self, outcome: Outcome) -> None:
         """The outcome has landed: tell the receivers of ``job_finished`` and the job's
@@ -368,21 +367,29 @@ class Execution:
         through an outage (its heartbeats resume with the database), so giving up early
         would only make a finished run look lost.
         """
-        pause = 0.1
-        warned = False
-        while True:
-            try:
-                return write()
-            except (OperationalError, InterfaceError) as exc:
-                if self.lost or self.abandoned:
-                    raise
-                if not warned:
-                    logger.warning("[%s] %s: database error while writing %s, retrying: %s",
-                                   self.job.name, self.job.pk, what, exc)
-                    warned = True
-                close_broken_connection()
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE)
+        return through_outages(write, stop=lambda: self.lost or self.abandoned,
+                               what=what, about=f"[{self.job.name}] {self.job.pk}: ")
+
+
+def through_outages(write, *, stop, what: str, about: str = ""):
+    """Run an idempotent write, retried with a growing pause through passing database
+    errors (a restart, a failover, a dropped connection) until it lands, or until ``stop()``
+    says to give up: the error is raised then. One warning per write, not per try."""
+    pause = 0.1
+    warned = False
+    while True:
+        try:
+            return write()
+        except (OperationalError, InterfaceError) as exc:
+            if stop():
+                raise
+            if not warned:
+                logger.warning("%sdatabase error while writing %s, retrying: %s", about, what,
+                               exc)
+                warned = True
+            close_broken_connection()
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_RETRY_PAUSE)
 
 
 def close_broken_connection() -> None:
@@ -685,7 +692,7 @@ def with_db_retry(write, attempts: int = 6):
 
 __all__ = [
     "Execution", "Outcome", "call_hook", "close_broken_connection", "ends_alone", "lease_margin",
-    "outcome_fields", "record_outcome", "release_row",
+    "outcome_fields", "record_outcome", "release_row", "through_outages",
     "connection_states", "restore_connections", "schedule_retry", "send_robust", "with_db_retry",
     "worker_id",
 ]

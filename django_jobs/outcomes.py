@@ -22,6 +22,7 @@ slower); each run writes its own ending (``writes_together()``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from typing import Any
 from django.db import InterfaceError, OperationalError, connections, transaction
 
 from .conf import jobs_settings
-from .execution import MAX_RETRY_PAUSE, Execution, Outcome, close_broken_connection
+from .execution import Execution, Outcome, close_broken_connection, outcome_fields, through_outages
 from .models import Job, JobStatus
 
 logger = logging.getLogger("django_jobs")
@@ -56,9 +57,13 @@ class Ended:
 
     execution: Execution
     outcome: Outcome
-    extra: dict[str, Any] | None  # the progress it had not written (for a write alone)
-    fields: dict[str, Any]  # the columns of its ending, as of its end
+    extra: dict[str, Any] | None  # the progress it had not written yet
     at: datetime  # its end, by this host's clock
+
+    @functools.cached_property
+    def fields(self) -> dict[str, Any]:
+        """The columns its ending writes, as a write alone would."""
+        return outcome_fields(self.outcome, self.extra, self.at)
 
 
 class OutcomeWriter(threading.Thread):
@@ -82,14 +87,13 @@ class OutcomeWriter(threading.Thread):
         execution: Execution,
         outcome: Outcome,
         extra: dict[str, Any] | None,
-        fields: dict[str, Any],
         at: datetime,
     ) -> bool:
         """Take this ending to write it later; ``False``: write it yourself (not running)."""
         with self._ready:
             if self._closing or not self.is_alive():
                 return False
-            self._pending.append(Ended(execution, outcome, extra, fields, at))
+            self._pending.append(Ended(execution, outcome, extra, at))
             self._ready.notify()
         return True
 
@@ -149,8 +153,11 @@ class OutcomeWriter(threading.Thread):
 
     def _write(self, batch: list[Ended]) -> None:
         try:
-            landed = self._through_outages(lambda: write_together(batch), len(batch))
-        except (OperationalError, InterfaceError):
+            landed = through_outages(lambda: write_together(batch), stop=self._leaving,
+                                     what=f"{len(batch)} outcome(s)")
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("%d outcome(s) could not be written before the process left (%s): "
+                           "their runs will be recovered as lost", len(batch), exc)
             for ended in batch:
                 ended.execution.report_lost(
                     "the process left before its outcome could be written; its run will be "
@@ -167,7 +174,7 @@ class OutcomeWriter(threading.Thread):
                 self._write_alone(ended)
             return
         self.batches += 1
-        for ended, won in zip(batch, landed):
+        for ended, won in zip(batch, landed, strict=True):
             if won:
                 self.written += 1
                 self._announce(ended.execution, ended.outcome)
@@ -195,26 +202,9 @@ class OutcomeWriter(threading.Thread):
             logger.exception("[%s] %s: announcing its end failed", execution.job.name,
                              execution.job.pk)
 
-    def _through_outages(self, write, count: int):
-        """Retry a write through passing database errors; once the process is leaving, for
-        ``CLOSE_PATIENCE`` seconds more."""
-        pause = 0.1
-        warned = False
-        while True:
-            try:
-                return write()
-            except (OperationalError, InterfaceError) as exc:
-                if self._give_up_at is not None and time.monotonic() >= self._give_up_at:
-                    logger.warning("%d outcome(s) could not be written before the process "
-                                   "left (%s): their runs will be recovered as lost", count, exc)
-                    raise
-                if not warned:
-                    logger.warning("database error while writing %d outcome(s), retrying: %s",
-                                   count, exc)
-                    warned = True
-                close_broken_connection()
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE)
+    def _leaving(self) -> bool:
+        """Whether the process is leaving and its patience with the database is spent."""
+        return self._give_up_at is not None and time.monotonic() >= self._give_up_at
 
 
 def write_together(batch: list[Ended]) -> list[bool]:

@@ -14,7 +14,7 @@ import pytest
 from django.db import connection, transaction
 
 from django_jobs import registry, signals
-from django_jobs.execution import Execution, Outcome, outcome_fields, record_outcome
+from django_jobs.execution import Execution, Outcome, record_outcome
 from django_jobs.models import Job, JobStatus
 from django_jobs.outcomes import Ended, OutcomeWriter, write_together
 from django_jobs.worker.claim import claim
@@ -130,7 +130,7 @@ def test_an_ending_whose_claim_was_taken_meanwhile_is_fenced_off(caplog):
     writer.start()
     outcome = Outcome(JobStatus.SUCCEEDED, result=1)
     at = execution.job.started_at
-    assert writer.offer(execution, outcome, None, outcome_fields(outcome, None, at), at)
+    assert writer.offer(execution, outcome, None, at)
     # A peer wrote the process off and recovered the run before the batch was written.
     Job.objects.filter(pk=execution.job.pk).update(status="failed", error="worker lost",
                                                    claim_id=uuid.uuid4())
@@ -146,10 +146,8 @@ def test_write_together_reports_each_row():
     mine, taken = _claimed_run(), _claimed_run()
     Job.objects.filter(pk=taken.job.pk).update(claim_id=uuid.uuid4())
     outcome = Outcome(JobStatus.SUCCEEDED, result="ok")
-    fields = outcome_fields(outcome, None, mine.job.started_at)
     at = mine.job.started_at
-    landed = write_together([Ended(mine, outcome, None, fields, at),
-                             Ended(taken, outcome, None, fields, at)])
+    landed = write_together([Ended(mine, outcome, None, at), Ended(taken, outcome, None, at)])
     assert landed == [True, False]
     assert Job.objects.get(pk=mine.job.pk).status == "succeeded"
     assert Job.objects.get(pk=taken.job.pk).status == "running"
@@ -189,8 +187,8 @@ def test_an_ending_written_together_stores_what_a_single_write_stores(outcome, e
     plain = Outcome(JobStatus.SUCCEEDED, result=1)
     # Alone in its statement, and beside an ending of the same shape.
     landed = write_together([
-        Ended(together, outcome, extra, outcome_fields(outcome, extra, at), at),
-        Ended(neighbour, plain, extra, outcome_fields(plain, extra, at), at),
+        Ended(together, outcome, extra, at),
+        Ended(neighbour, plain, extra, at),
     ])
     assert landed == [True, True]
     rows = {row["id"]: row for row in Job.objects.filter(
@@ -212,7 +210,7 @@ def test_closing_does_not_wait_forever_for_a_write_held_by_a_row_lock(caplog):
     with transaction.atomic():
         # Another transaction (a job's own, say) holds the row the ending is written to.
         Job.objects.select_for_update().get(pk=execution.job.pk)
-        assert writer.offer(execution, outcome, None, outcome_fields(outcome, None, at), at)
+        assert writer.offer(execution, outcome, None, at)
         started = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="django_jobs"):
             assert writer.close(patience=0.5) is False
