@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_jobs import registry
+from django_jobs import clock, registry
 from django_jobs.conf import jobs_settings
 from django_jobs.humanize import cron_words, every_words
 from django_jobs.models import Job, JobSchedule
@@ -87,7 +87,7 @@ def test_run_now_enqueues_a_run_due_now(admin_client, admin_user):
     job = Job.objects.get()
     assert (job.name, job.status, job.created_by_id) == ("jobsapp.noop", "scheduled",
                                                          admin_user.pk)
-    assert job.run_at <= timezone.now()
+    assert job.run_at <= clock.now()  # the clock run_at is written with
     assert messages(response)[0].startswith("Queued jobsapp.noop to run now")
 
 
