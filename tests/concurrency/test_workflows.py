@@ -73,10 +73,12 @@ def test_groups_of_1000_call_their_callbacks_exactly_once(worker):
     assert stop_all(*workers) == [0, 0, 0, 0], logs(*workers)
     print(f"\n{GROUPS} groups x {MEMBERS} members + 3 callbacks each: {took:.1f} s")
     tokens = _tokens()
+    callbacks = list(Job.objects.for_name("jobsapp.record")
+                     .values_list("data", "status", "result", "error", "worker"))
     for g in range(GROUPS):
-        assert tokens[f"success-{g}"] == 1, g
-        assert tokens[f"finish-{g}"] == 1, g
-        assert tokens[f"failure-{g}"] == 0, g
+        assert tokens[f"success-{g}"] == 1, (g, tokens, callbacks, logs(*workers))
+        assert tokens[f"finish-{g}"] == 1, (g, tokens, callbacks, logs(*workers))
+        assert tokens[f"failure-{g}"] == 0, (g, tokens, callbacks)
     statuses = Counter(Job.objects.values_list("status", flat=True))
     assert statuses == {"succeeded": GROUPS * (MEMBERS + 2), "skipped": GROUPS}, statuses
     # Every edge counted exactly once, none left over, and every run was a first attempt.
