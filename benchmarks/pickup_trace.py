@@ -158,7 +158,7 @@ def main() -> None:
             committed - start, s["wake"] - committed, s["sent"] - s["wake"],
             s["back"] - s["sent"], s["begin"] - s["back"], s["begun"] - s["begin"],
             s["code"] - s["begun"], s["code"] - start,
-        ]):
+        ], strict=True):
             spans[name].append(value * 1000)
     count = len(spans["total"])
     print(f"{count} of {a.jobs} jobs traced, one at a time every {a.gap * 1000:.0f} ms, "
