@@ -1,13 +1,15 @@
 """Where a no-op job's time goes in a worker: Python, database round trips, commits.
 
-Runs a burst worker in this process (``--concurrency 1``, so nothing overlaps) over ``--jobs``
-queued no-op jobs on a scratch database and times every statement each connection sends:
+Runs a burst worker in this process (one thread by default, so nothing overlaps; more with
+``--concurrency``) over ``--jobs`` queued no-op jobs on a scratch database and times every
+statement each connection sends:
 
     .venv/bin/python benchmarks/noop_profile.py --db postgres --jobs 3000
 
-It prints, per job, the statements sent by kind (claim, start, outcome, heartbeat...), the time
-spent waiting for the database, and the rest of the wall time, which is Python (the worker, the
-ORM, the driver) and thread hand-offs.
+It prints, per job, the statements sent by kind (claim, start, outcome, heartbeat...), the
+transactions that wrote (a write in autocommit, or a commit), the time spent waiting for the
+database, and the rest of the wall time, which is Python (the worker, the ORM, the driver) and
+thread hand-offs.
 """
 
 from __future__ import annotations
@@ -24,23 +26,32 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 URLS = {
-    "postgres": "postgres://postgres@127.0.0.1:5432/bench_noop_profile",
-    "sqlite": "sqlite:////tmp/bench_noop_profile.sqlite3",
-    "mariadb": "mysql://root@127.0.0.1:3306/bench_noop_profile",
+    "postgres": "postgres://postgres@127.0.0.1:5432/{name}",
+    "sqlite": "sqlite:////tmp/{name}.sqlite3",
+    "mariadb": "mysql://root@127.0.0.1:3306/{name}",
 }
+WRITES = ("INSERT", "UPDATE", "DELETE", "WITH")
+
+
+def without_lock_bound(sql: str) -> str:
+    """The statement after a ``SET LOCAL lock_timeout = ...;`` sent in the same string."""
+    sql = sql.lstrip()
+    if sql.upper().startswith("SET LOCAL LOCK_TIMEOUT") and ";" in sql:
+        return sql.split(";", 1)[1].lstrip()
+    return sql
 
 
 def kind_of(sql: str) -> str:
-    """A short name for a statement, from its first words."""
-    head = sql.lstrip()[:200].upper()
+    """A short name for a statement, from its first words and what it sets."""
+    text = without_lock_bound(sql).upper().replace("`", '"')
+    head = text[:200]
     if head.startswith("WITH ME AS"):
         return "claim (one statement)"
     if "DJANGO_JOBS_WORKER" in head and head.startswith("UPDATE"):
         return "heartbeat"
-    if head.startswith("UPDATE") and "STARTED_AT" in head and "STATUS" not in head:
-        return "start"
-    if head.startswith("UPDATE") and '"STATUS" = ' in head and "FINISHED_AT" in head:
-        return "outcome"
+    starts, ends = '"STARTED_AT" = ' in text, '"FINISHED_AT" = ' in text
+    if head.startswith("UPDATE") and '"DJANGO_JOBS_JOB"' in head and (starts or ends):
+        return "outcome" if ends else "start"
     if head.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")):
         return head.split()[0].lower()
     return " ".join(head.split()[:3]).lower()
@@ -50,11 +61,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--db", choices=sorted(URLS), default="postgres")
     p.add_argument("--jobs", type=int, default=3000)
+    p.add_argument("--concurrency", type=int, default=1, help="the worker's job threads")
+    p.add_argument("--name", default="bench_noop_profile",
+                   help="the scratch database's name (created if missing, emptied)")
     p.add_argument("--linger", type=float, default=None,
                    help="seconds the writer of outcomes waits for more endings "
                    "(default: django_jobs.outcomes.LINGER)")
     a = p.parse_args()
-    os.environ["DATABASE_URL"] = URLS[a.db]
+    os.environ["DATABASE_URL"] = URLS[a.db].format(name=a.name)
     os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     os.environ.setdefault("JOBS_LOG_LEVEL", "WARNING")
     if a.db == "postgres":
@@ -62,14 +76,14 @@ def main() -> None:
 
         with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres",
                              autocommit=True) as admin:
-            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = "
-                                 "'bench_noop_profile'").fetchone():
-                admin.execute("CREATE DATABASE bench_noop_profile")
+            if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                 [a.name]).fetchone():
+                admin.execute(f'CREATE DATABASE "{a.name}"')
     elif a.db == "mariadb":
         import MySQLdb
 
         admin = MySQLdb.connect(host="127.0.0.1", user="root")
-        admin.cursor().execute("CREATE DATABASE IF NOT EXISTS bench_noop_profile")
+        admin.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{a.name}`")
         admin.close()
 
     import django
@@ -86,9 +100,12 @@ def main() -> None:
 
     stats: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
     lock = threading.Lock()
+    # Transactions that wrote: a write in autocommit is one, a commit is one.
+    commits = [0]
 
     def timed(execute, sql, params, many, context):
         start = time.perf_counter()
+        alone = not context["connection"].in_atomic_block
         try:
             return execute(sql, params, many, context)
         finally:
@@ -97,6 +114,19 @@ def main() -> None:
                 entry = stats[kind_of(sql)]
                 entry[0] += 1
                 entry[1] += took
+                if alone and without_lock_bound(sql).upper().startswith(WRITES):
+                    commits[0] += 1
+
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    plain_commit = BaseDatabaseWrapper._commit
+
+    def counted_commit(self):
+        with lock:
+            commits[0] += 1
+        return plain_commit(self)
+
+    BaseDatabaseWrapper._commit = counted_commit
 
     wrapped: set[int] = set()
 
@@ -116,7 +146,8 @@ def main() -> None:
     if a.linger is not None:
         outcomes.LINGER = a.linger
     stats.clear()
-    loop = Loop(burst=True, install_signals=False, scheduler=False, concurrency=1)
+    commits[0] = 0
+    loop = Loop(burst=True, install_signals=False, scheduler=False, concurrency=a.concurrency)
     started = time.perf_counter()
     cpu = time.process_time()
     loop.run()
@@ -127,13 +158,20 @@ def main() -> None:
     total_db = sum(seconds for _, seconds in stats.values())
     statements = sum(count for count, _ in stats.values())
     per_job = 1000 / a.jobs
-    print(f"{a.jobs} no-op jobs on {a.db}, 1 worker x 1 thread: {a.jobs / wall:,.0f} jobs/s")
+    print(f"{a.jobs} no-op jobs on {a.db}, 1 worker x {a.concurrency} thread(s): "
+          f"{a.jobs / wall:,.0f} jobs/s")
     print(f"  wall time per job:           {wall * per_job:.2f} ms")
-    print(f"  waiting for the database:    {total_db * per_job:.2f} ms "
-          f"({statements / a.jobs:.2f} statements)")
-    print(f"  the rest (Python, threads):  {(wall - total_db) * per_job:.2f} ms "
-          f"(CPU time of this process: {cpu * per_job:.2f} ms)")
+    if a.concurrency == 1:
+        print(f"  waiting for the database:    {total_db * per_job:.2f} ms "
+              f"({statements / a.jobs:.2f} statements)")
+        print(f"  the rest (Python, threads):  {(wall - total_db) * per_job:.2f} ms "
+              f"(CPU time of this process: {cpu * per_job:.2f} ms)")
+    else:  # the threads wait for the database at the same time: the sum is no share of wall
+        print(f"  waiting for the database:    {total_db * per_job:.2f} ms, summed over the "
+              f"threads ({statements / a.jobs:.2f} statements)")
+        print(f"  CPU time of this process:    {cpu * per_job:.2f} ms")
     writer = loop.outcomes
+    print(f"  transactions that wrote:     {commits[0] / a.jobs:.2f} per job")
     print(f"  outcomes written together:   {writer.written:,} in {writer.batches:,} "
           f"transactions ({writer.written / max(writer.batches, 1):.1f} per transaction)")
     print("  by statement, per job:")
