@@ -121,6 +121,12 @@ class _FrozenNow(Expression):
         return "%s", [self.output_field.get_db_prep_value(self.at, connection)]
 
 
+#: ``sql_now()`` itself, built once: an expression is never changed by compiling it, and
+#: building one (its output field) costs more than the statement around it on a hot path.
+_NOW = DatabaseNow()
+_DATETIME = DateTimeField()
+
+
 def sql_now(seconds: float | timedelta = 0.0) -> Expression:
     """The database's current time plus ``seconds`` (negative: in the past), for a query."""
     if isinstance(seconds, timedelta):
@@ -128,7 +134,17 @@ def sql_now(seconds: float | timedelta = 0.0) -> Expression:
     source = _source
     if source is not None:
         return _FrozenNow(source() + timedelta(seconds=seconds))
-    return DatabaseNow(seconds)
+    return DatabaseNow(seconds) if seconds else _NOW
+
+
+def now_sql(connection: Any) -> tuple[str, list[Any]]:
+    """``sql_now()`` compiled for ``connection``: its SQL and parameters, for a statement
+    written by hand (``JobQuerySet.start_claimed``)."""
+    source = _source
+    if source is not None:
+        return "%s", [_DATETIME.get_db_prep_value(source(), connection)]
+    compile_for = getattr(_NOW, f"as_{connection.vendor}", _NOW.as_sql)
+    return compile_for(None, connection)
 
 
 # -- measuring the offset ------------------------------------------------------------------------

@@ -148,10 +148,11 @@ class Execution:
             if self.finished.is_set() or self.lost:
                 return False
         now = clock.now()
-        fields: dict[str, Any] = {"started_at": clock.sql_now(), "heartbeat_at": clock.sql_now()}
-        if self.owner is None:
-            fields["locked_until"] = now + self.timeout + lease_margin()
-        won = self._retrying(lambda: self.fenced().update(**fields) == 1, "the start")
+        lease = now + self.timeout + lease_margin() if self.owner is None else None
+        won = self._retrying(
+            lambda: Job.objects.start_claimed(self.job.pk, self.claim_id, locked_until=lease),
+            "the start",
+        )
         if not won:
             self.lost = True
             return False

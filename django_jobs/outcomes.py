@@ -94,7 +94,10 @@ class OutcomeWriter(threading.Thread):
             if self._closing or not self.is_alive():
                 return False
             self._pending.append(Ended(execution, outcome, extra, at))
-            self._ready.notify()
+            if len(self._pending) in (1, self.batch_size):
+                # The writer waits for a first ending, then lingers for a full batch: only
+                # those wake it (a wake-up per ending cost the run's threads the GIL).
+                self._ready.notify()
         return True
 
     def close(self, patience: float = CLOSE_PATIENCE) -> bool:

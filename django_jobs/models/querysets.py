@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.apps import apps
 from django.db import IntegrityError, connections, models, transaction
@@ -545,6 +545,55 @@ class JobQuerySet(models.QuerySet):
     def claimed_by(self, job_id, claim_id) -> JobQuerySet:
         """The fence: this row, only while the claim ``claim_id`` still owns it."""
         return self.filter(pk=job_id, status="running", claim_id=claim_id)
+
+    def start_claimed(self, job_id, claim_id, *, locked_until: datetime | None = None) -> bool:
+        """Write a claimed run's start, fenced as ``claimed_by``: ``started_at`` and
+        ``heartbeat_at`` by the database's clock, and the lease ``locked_until`` when given.
+        Whether the row was still ours.
+
+        Every run writes this before its code, so it is written by hand rather than built by
+        the ORM each time: building the ``UPDATE`` took a third of a worker's Python time per
+        no-op job (py-spy, 4 threads on PostgreSQL), the statement is the same.
+        """
+        connection = connections[self.db]
+        now, now_params = clock.now_sql(connection)
+        meta = self.model._meta
+        params = [*now_params, *now_params]
+        if locked_until is not None:
+            params.append(meta.get_field("locked_until").get_db_prep_value(locked_until,
+                                                                           connection))
+        params += [
+            meta.pk.get_db_prep_value(job_id, connection),
+            "running",
+            meta.get_field("claim_id").get_db_prep_value(claim_id, connection),
+        ]
+        sql = _start_statement(connection, meta, now, locked_until is not None)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount == 1
+
+
+#: The statements of ``JobQuerySet.start_claimed`` by (database engine, SQL of "now", lease).
+_START_STATEMENTS: dict[tuple[str, str, bool], str] = {}
+
+
+def _start_statement(connection: Any, meta: Any, now: str, lease: bool) -> str:
+    """The ``UPDATE`` of ``JobQuerySet.start_claimed``, built once per engine and form."""
+    key = (connection.vendor, now, lease)
+    sql = _START_STATEMENTS.get(key)
+    if sql is None:
+        def column(name: str) -> str:
+            return connection.ops.quote_name(meta.get_field(name).column)
+
+        sets = [f"{column('started_at')} = {now}", f"{column('heartbeat_at')} = {now}"]
+        if lease:
+            sets.append(f"{column('locked_until')} = %s")
+        sql = _START_STATEMENTS[key] = (
+            f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets)} "
+            f"WHERE {column('id')} = %s AND {column('status')} = %s "
+            f"AND {column('claim_id')} = %s"
+        )
+    return sql
 
 
 class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[misc]
