@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from django_jobs import registry, signals
 from django_jobs.execution import Execution, Outcome, record_outcome
@@ -174,6 +175,11 @@ ENDINGS = [
                                                   "eta": None}),
     (Outcome(JobStatus.SKIPPED, result={"skipped": "already done"}), None),
     (Outcome(JobStatus.CANCELLED, error="cancelled by an operator"), None),
+    # What an array literal has to escape: the rows travel as one array per column.
+    (Outcome(JobStatus.SUCCEEDED, result='{"a", b}\\ NULL \'q\' "'), None),
+    (Outcome(JobStatus.SUCCEEDED, result=["NULL", "", "{}", "\\\"", {"k": "v,w"}]), None),
+    (Outcome(JobStatus.SUCCEEDED, result=""), {"progress": 0.25, "progress_message": 'a,"b"}'}),
+    (Outcome.failed('quote " backslash \\ brace } comma , NULL', retry=False), None),
 ]
 
 COLUMNS = ("status", "result", "error", "progress", "progress_message", "eta", "locked_until")
@@ -184,13 +190,15 @@ def test_an_ending_written_together_stores_what_a_single_write_stores(outcome, e
     alone, together, neighbour = _claimed_run(), _claimed_run(), _claimed_run()
     assert record_outcome(alone.job, alone.claim_id, outcome, extra=extra)
     at = together.job.started_at
-    plain = Outcome(JobStatus.SUCCEEDED, result=1)
-    # Alone in its statement, and beside an ending of the same shape.
-    landed = write_together([
-        Ended(together, outcome, extra, at),
-        Ended(neighbour, plain, extra, at),
-    ])
+    # Written together with an ending of the same shape: on PostgreSQL one statement.
+    with CaptureQueriesContext(connection) as queries:
+        landed = write_together([
+            Ended(together, outcome, extra, at),
+            Ended(neighbour, outcome, extra, at),
+        ])
     assert landed == [True, True]
+    if connection.vendor == "postgresql":
+        assert len(queries) == 1, [q["sql"] for q in queries]
     rows = {row["id"]: row for row in Job.objects.filter(
         pk__in=[alone.job.pk, together.job.pk]).values("id", "finished_at", "started_at",
                                                         *COLUMNS)}
