@@ -25,14 +25,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections, transaction
-from django.db.models import DateTimeField, F, Value
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import F
 
 from . import clock, payload, signals, workflows
 from .conf import jobs_settings
 from .jobtypes import registry
 from .limits import may_hold_slots
 from .models import Job, JobStatus, JobTypeLock, scheduled_state
+from .models.querysets import not_before_start
 from .retry import retry_delay, should_retry
 
 if TYPE_CHECKING:
@@ -537,7 +537,9 @@ def record_outcome(
         fence = fence.filter(**guard)
     if ends_alone(job, outcome, keep_lock=keep_lock):
         # Nothing else to write: one statement, no transaction (the common, fast path).
-        return fence.update(**fields) == 1
+        if guard:
+            return fence.update(**fields) == 1
+        return Job.objects.end_claimed(job.pk, claim_id, now, fields)
     with transaction.atomic(using=jobs_settings.DATABASE):
         if fence.update(**fields) != 1:
             return False
@@ -589,14 +591,6 @@ def ends_alone(job: Job, outcome: Outcome, *, keep_lock: bool = False) -> bool:
         and job.workflow_id is None
         and (keep_lock or not holds_keys(job))
     )
-
-
-def not_before_start(now: datetime):
-    """``now``, or the run's start if that is later: the start is written by the database's
-    clock and ``now`` by this host's (synchronised to it within a fraction of a millisecond),
-    and a run must never be seen to end before it began."""
-    at = Value(now, output_field=DateTimeField())
-    return Greatest(at, Coalesce(F("started_at"), at))
 
 
 def schedule_retry(job: Job, now: datetime) -> Job | None:

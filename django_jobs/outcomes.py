@@ -221,9 +221,10 @@ def write_together(batch: list[Ended]) -> list[bool]:
     landed = [False] * len(batch)
     with transaction.atomic(using=jobs_settings.DATABASE):
         for index in order:
-            execution = batch[index].execution
-            fence = Job.objects.claimed_by(execution.job.pk, execution.claim_id)
-            landed[index] = fence.update(**batch[index].fields) == 1
+            ended = batch[index]
+            landed[index] = Job.objects.end_claimed(ended.execution.job.pk,
+                                                    ended.execution.claim_id, ended.at,
+                                                    ended.fields)
     return landed
 
 
@@ -234,8 +235,8 @@ def _in_one_statement(connection: Any, batch: list[Ended]) -> list[bool]:
     quote = connection.ops.quote_name
     names = ["id", "claim_id", *batch[0].fields]
     fields = [meta.get_field(name) for name in names]
-    # A run never ends before it began (see execution.not_before_start): its end is written
-    # as its host saw it, or as its start if that is later by the database's clock.
+    # A run never ends before it began (see models.querysets.not_before_start): its end is
+    # written as its host saw it, or as its start if that is later by the database's clock.
     sets = []
     for field in fields[2:]:
         column = quote(field.column)
