@@ -89,7 +89,8 @@ DJANGO_JOBS = {
     "PROGRESS_THROTTLE": 0.2,
     "POLL_INTERVAL": 0.2,
     "RESCUE_INTERVAL": 0.5,
-    "WORKER_LOST_AFTER": 3.0,
+    # A test may give its worker processes more (DJANGO_JOBS_TEST_WORKER_LOST_AFTER).
+    "WORKER_LOST_AFTER": float(os.environ.get("DJANGO_JOBS_TEST_WORKER_LOST_AFTER", 3.0)),
     "HUNG_AFTER": 3.0,
     "GRACE": 5.0,
 }

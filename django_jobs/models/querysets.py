@@ -556,6 +556,7 @@ class JobQuerySet(models.QuerySet):
         the ORM each time: building the ``UPDATE`` took a third of a worker's Python time per
         no-op job (py-spy, 4 threads on PostgreSQL), the statement is the same.
         """
+        self._unfiltered("start_claimed")
         if claim_id is None:  # a row marked running by hand: the fence is "claim_id IS NULL"
             lease = {} if locked_until is None else {"locked_until": locked_until}
             return self.claimed_by(job_id, None).update(
@@ -569,9 +570,7 @@ class JobQuerySet(models.QuerySet):
                                                                            connection))
         params += _fence_params(connection, meta, job_id, claim_id)
         sql = _start_statement(connection, meta, now, locked_until is not None)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount == 1
+        return self._write_one(connection, sql, params)
 
     def end_claimed(self, job_id, claim_id, finished_at: datetime, fields: dict[str, Any]) -> bool:
         """Write a run's ending, fenced as ``claimed_by``: ``fields`` (plain values) and
@@ -582,6 +581,7 @@ class JobQuerySet(models.QuerySet):
         it, and on SQLite (where each run writes its own) building it by the ORM was a third
         of a worker's Python time per no-op job.
         """
+        self._unfiltered("end_claimed")
         if claim_id is None:  # as in start_claimed
             return self.claimed_by(job_id, None).update(
                 **{**fields, "finished_at": not_before_start(finished_at)}) == 1
@@ -593,8 +593,19 @@ class JobQuerySet(models.QuerySet):
         params += [meta.get_field(name).get_db_prep_save(fields[name], connection)
                    for name in names]
         params += _fence_params(connection, meta, job_id, claim_id)
-        with connection.cursor() as cursor:
-            cursor.execute(_end_statement(connection, meta, names), params)
+        return self._write_one(connection, _end_statement(connection, meta, names), params)
+
+    def _unfiltered(self, what: str) -> None:
+        if self.query.where:
+            raise TypeError(f"{what}() writes one row by its id and claim: call it on "
+                            f"Job.objects, not on a filtered queryset")
+
+    def _write_one(self, connection: Any, sql: str, params: list[Any]) -> bool:
+        """Run a fenced write by hand; whether it changed its row. An error dooms an atomic
+        block around it, as the ORM's ``update()`` does (a run of ``fn.run()`` inside the
+        caller's transaction writes there)."""
+        with transaction.mark_for_rollback_on_error(using=self.db), connection.cursor() as cursor:
+            cursor.execute(sql, params)
             return cursor.rowcount == 1
 
 
