@@ -124,7 +124,6 @@ class _FrozenNow(Expression):
 #: ``sql_now()`` itself, built once: an expression is never changed by compiling it, and
 #: building one (its output field) costs more than the statement around it on a hot path.
 _NOW = DatabaseNow()
-_DATETIME = DateTimeField()
 
 
 def sql_now(seconds: float | timedelta = 0.0) -> Expression:
@@ -140,10 +139,8 @@ def sql_now(seconds: float | timedelta = 0.0) -> Expression:
 def now_sql(connection: Any) -> tuple[str, list[Any]]:
     """``sql_now()`` compiled for ``connection``: its SQL and parameters, for a statement
     written by hand (``JobQuerySet.start_claimed``)."""
-    source = _source
-    if source is not None:
-        return "%s", [_DATETIME.get_db_prep_value(source(), connection)]
-    compile_for = getattr(_NOW, f"as_{connection.vendor}", _NOW.as_sql)
+    expression = sql_now()
+    compile_for = getattr(expression, f"as_{connection.vendor}", expression.as_sql)
     return compile_for(None, connection)
 
 

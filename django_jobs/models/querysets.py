@@ -569,7 +569,14 @@ class JobQuerySet(models.QuerySet):
             params.append(meta.get_field("locked_until").get_db_prep_value(locked_until,
                                                                            connection))
         params += _fence_params(connection, meta, job_id, claim_id)
-        sql = _start_statement(connection, meta, now, locked_until is not None)
+        lease = locked_until is not None
+
+        def sets(column: Callable[[str], str]) -> list[str]:
+            lease_set = [f"{column('locked_until')} = %s"] if lease else []
+            return [f"{column('started_at')} = {now}", f"{column('heartbeat_at')} = {now}",
+                    *lease_set]
+
+        sql = _fenced_update(connection, meta, ("start", now, lease), sets)
         return self._write_one(connection, sql, params)
 
     def end_claimed(self, job_id, claim_id, finished_at: datetime, fields: dict[str, Any]) -> bool:
@@ -593,7 +600,14 @@ class JobQuerySet(models.QuerySet):
         params += [meta.get_field(name).get_db_prep_save(fields[name], connection)
                    for name in names]
         params += _fence_params(connection, meta, job_id, claim_id)
-        return self._write_one(connection, _end_statement(connection, meta, names), params)
+        greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"  # as Greatest()
+
+        def sets(column: Callable[[str], str]) -> list[str]:
+            end = f"{greatest}(%s, COALESCE({column('started_at')}, %s))"
+            return [f"{column('finished_at')} = {end}", *(f"{column(name)} = %s" for name in names)]
+
+        sql = _fenced_update(connection, meta, ("end", names), sets)
+        return self._write_one(connection, sql, params)
 
     def _unfiltered(self, what: str) -> None:
         if self.query.where:
@@ -609,14 +623,6 @@ class JobQuerySet(models.QuerySet):
             return cursor.rowcount == 1
 
 
-def _fence_sql(connection: Any, meta: Any) -> str:
-    """The ``WHERE`` of a fenced write by hand: ``claimed_by`` with three parameters."""
-    def column(name: str) -> str:
-        return connection.ops.quote_name(meta.get_field(name).column)
-
-    return f"WHERE {column('id')} = %s AND {column('status')} = %s AND {column('claim_id')} = %s"
-
-
 def _fence_params(connection: Any, meta: Any, job_id: Any, claim_id: Any) -> list[Any]:
     return [
         meta.pk.get_db_prep_value(job_id, connection),
@@ -625,46 +631,25 @@ def _fence_params(connection: Any, meta: Any, job_id: Any, claim_id: Any) -> lis
     ]
 
 
-#: The statements of ``JobQuerySet.end_claimed`` by (database engine, columns).
-_END_STATEMENTS: dict[tuple[str, tuple[str, ...]], str] = {}
+#: The fenced writes by hand, by (database engine, what they write).
+_FENCED_UPDATES: dict[tuple[Any, ...], str] = {}
 
 
-def _end_statement(connection: Any, meta: Any, names: tuple[str, ...]) -> str:
-    """The ``UPDATE`` of ``JobQuerySet.end_claimed``, built once per engine and columns."""
-    key = (connection.vendor, names)
-    sql = _END_STATEMENTS.get(key)
+def _fenced_update(connection: Any, meta: Any, key: tuple[Any, ...],
+                   sets: Callable[[Callable[[str], str]], list[str]]) -> str:
+    """An ``UPDATE`` of one row under its claim (``claimed_by``: id, status, claim_id as the
+    last three parameters), built once per engine and ``key``. ``sets`` makes its ``SET``
+    clauses from a function quoting a field's column."""
+    key = (connection.vendor, *key)
+    sql = _FENCED_UPDATES.get(key)
     if sql is None:
         def column(name: str) -> str:
             return connection.ops.quote_name(meta.get_field(name).column)
 
-        greatest = "MAX" if connection.vendor == "sqlite" else "GREATEST"  # as Greatest()
-        sets = [f"{column('finished_at')} = {greatest}(%s, COALESCE({column('started_at')}, %s))",
-                *(f"{column(name)} = %s" for name in names)]
-        sql = _END_STATEMENTS[key] = (
-            f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets)} "
-            f"{_fence_sql(connection, meta)}"
-        )
-    return sql
-
-
-#: The statements of ``JobQuerySet.start_claimed`` by (database engine, SQL of "now", lease).
-_START_STATEMENTS: dict[tuple[str, str, bool], str] = {}
-
-
-def _start_statement(connection: Any, meta: Any, now: str, lease: bool) -> str:
-    """The ``UPDATE`` of ``JobQuerySet.start_claimed``, built once per engine and form."""
-    key = (connection.vendor, now, lease)
-    sql = _START_STATEMENTS.get(key)
-    if sql is None:
-        def column(name: str) -> str:
-            return connection.ops.quote_name(meta.get_field(name).column)
-
-        sets = [f"{column('started_at')} = {now}", f"{column('heartbeat_at')} = {now}"]
-        if lease:
-            sets.append(f"{column('locked_until')} = %s")
-        sql = _START_STATEMENTS[key] = (
-            f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets)} "
-            f"{_fence_sql(connection, meta)}"
+        sql = _FENCED_UPDATES[key] = (
+            f"UPDATE {connection.ops.quote_name(meta.db_table)} SET {', '.join(sets(column))} "
+            f"WHERE {column('id')} = %s AND {column('status')} = %s "
+            f"AND {column('claim_id')} = %s"
         )
     return sql
 
