@@ -235,3 +235,37 @@ def test_on_sqlite_each_run_writes_its_own_ending():
     worker = run_burst()
     assert not worker.outcomes.is_alive() and worker.outcomes.written == 0
     assert [_ended(job).status for job in jobs] == ["succeeded"] * 10
+
+
+@together
+def test_the_writer_wakes_for_a_first_ending_and_for_a_full_batch_without_being_closed():
+    """Only the first ending of a batch and a full batch wake the writer: each lands on its
+    own, long before a close would write it."""
+    first, second, third = _claimed_run(), _claimed_run(), _claimed_run()
+    writer = OutcomeWriter(linger=0.0, batch_size=2)
+    writer.start()
+    try:
+        outcome = Outcome(JobStatus.SUCCEEDED, result=1)
+        at = first.job.started_at
+
+        def lands(*executions: Execution) -> None:
+            deadline = time.monotonic() + 5
+            while Job.objects.filter(pk__in=[e.job.pk for e in executions],
+                                     status=JobStatus.RUNNING).exists():
+                assert time.monotonic() < deadline, "an ending waited for the close"
+                time.sleep(0.01)
+
+        assert writer.offer(first, outcome, None, at)  # a first ending: written at once
+        lands(first)
+        slow = OutcomeWriter(linger=30.0, batch_size=2)  # lingers for a full batch of two
+        slow.start()
+        try:
+            assert slow.offer(second, outcome, None, at)
+            time.sleep(0.3)  # the writer has taken it and lingers for company
+            assert Job.objects.get(pk=second.job.pk).status == JobStatus.RUNNING
+            assert slow.offer(third, outcome, None, at)  # the batch is full: written now
+            lands(second, third)
+        finally:
+            slow.close()
+    finally:
+        writer.close()
